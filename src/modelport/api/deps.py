@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from fastapi import Request
+
+if TYPE_CHECKING:
+    from modelport.container import Services
+
+
+def services(request: Request) -> Services:
+    return cast("Services", request.app.state.services)

@@ -1,0 +1,48 @@
+"""The one place where domain errors become HTTP status codes and ``{"error": …}`` bodies."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from modelport.errors import (
+    ArtifactError,
+    Conflict,
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+
+_STATUS: tuple[tuple[type[ModelportError], int], ...] = (
+    (PayloadTooLarge, 413),
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+    (DeadlineExceeded, 504),
+    # Triton answers a failed load with 400 and the reason; OIP clients expect that.
+    (ArtifactError, 400),
+    (InferenceFailed, 500),
+)
+
+
+def status_for(exc: ModelportError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def error_headers(exc: ModelportError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, Unavailable):
+        return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
+    return []

@@ -1,0 +1,186 @@
+"""Open Inference Protocol v2 over HTTP: server and model metadata, health, repository.
+
+Inference itself is served by ``v2_infer`` (a bare ASGI handler); its route is declared here
+so the OpenAPI schema documents it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Response
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, Field
+
+from modelport import __version__
+from modelport.api.deps import services
+from modelport.container import Services
+from modelport.stores.registry import VersionRecord
+
+router = APIRouter(prefix="/v2", default_response_class=ORJSONResponse, tags=["inference"])
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "text-embedding": "modelport_text_embedding"}
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ReadyStatus(BaseModel):
+    name: str
+    ready: bool
+
+
+class RepositoryIndexRequest(BaseModel):
+    ready: bool = Field(default=False, description="Only list versions that are READY.")
+
+
+class RepositoryIndexEntry(BaseModel):
+    name: str
+    version: str | None
+    state: str
+    reason: str
+
+
+class InferTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferRequestDoc(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferTensor]
+    outputs: list[dict[str, Any]] | None = None
+
+
+class InferResponseDoc(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[InferTensor]
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata(svc: ServicesDep) -> dict[str, Any]:
+    return {
+        "name": svc.settings.server_name,
+        "version": __version__,
+        "extensions": ["binary_tensor_data", "model_repository"],
+    }
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={503: {"description": "not ready"}})
+async def ready(svc: ServicesDep) -> Response:
+    is_ready = await svc.repository.server_ready()
+    return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+def _metadata(record: VersionRecord, versions: list[str]) -> dict[str, Any]:
+    signature = record.signature
+    return {
+        "name": record.model,
+        "versions": versions,
+        "platform": _PLATFORMS.get(record.config.get("runtime", {}).get("kind", "onnx"), "onnx"),
+        "inputs": signature["inputs"],
+        "outputs": signature["outputs"],
+    }
+
+
+@router.get("/models/{model}", response_model=ModelMetadata)
+async def model_metadata(model: str, svc: ServicesDep) -> dict[str, Any]:
+    description = await svc.registry.describe(model)
+    serving = svc.pool.newest_ready(model)
+    record = (
+        await svc.registry.version(model, serving.version)
+        if serving is not None
+        else await svc.registry.version(model)
+    )
+    return _metadata(record, [v.version for v in description.versions])
+
+
+@router.get("/models/{model}/versions/{version}", response_model=ModelMetadata)
+async def version_metadata(model: str, version: str, svc: ServicesDep) -> dict[str, Any]:
+    record = await svc.registry.version(model, version)
+    return _metadata(record, [record.version])
+
+
+async def _ready_response(svc: Services, model: str, version: str | None) -> Response:
+    await svc.registry.version(model, version)  # 404 for unknown model or version
+    is_ready = svc.repository.model_ready(model, version)
+    return ORJSONResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{model}/ready", responses={503: {"description": "not ready"}})
+async def model_ready(model: str, svc: ServicesDep) -> Response:
+    return await _ready_response(svc, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready", responses={503: {"description": "not ready"}})
+async def version_ready(model: str, version: str, svc: ServicesDep) -> Response:
+    return await _ready_response(svc, model, version)
+
+
+@router.post("/models/{model}/infer", response_model=InferResponseDoc)
+async def infer_doc(model: str, request: InferRequestDoc) -> None:  # pragma: no cover
+    """Run inference on the version the model's routing picks (served by ``v2_infer``)."""
+    raise AssertionError("served by the ASGI fast path")
+
+
+@router.post("/models/{model}/versions/{version}/infer", response_model=InferResponseDoc)
+async def version_infer_doc(
+    model: str, version: str, request: InferRequestDoc
+) -> None:  # pragma: no cover
+    """Run inference on one version (served by ``v2_infer``)."""
+    raise AssertionError("served by the ASGI fast path")
+
+
+@router.post("/repository/index", response_model=list[RepositoryIndexEntry], tags=["repository"])
+async def repository_index(
+    svc: ServicesDep, body: Annotated[RepositoryIndexRequest | None, Body()] = None
+) -> list[dict[str, Any]]:
+    entries = await svc.repository.index(ready_only=bool(body and body.ready))
+    return [_entry(e) for e in entries]
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    return {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+
+
+@router.post("/repository/models/{model}/load", tags=["repository"])
+async def repository_load(model: str, svc: ServicesDep) -> dict[str, Any]:
+    entry = await svc.repository.load(model)
+    return {"name": entry.model, "version": entry.version, "state": entry.state.value}
+
+
+@router.post("/repository/models/{model}/unload", tags=["repository"])
+async def repository_unload(model: str, svc: ServicesDep) -> dict[str, Any]:
+    versions = await svc.repository.unload(model)
+    return {"name": model, "unloaded": versions}

@@ -1,0 +1,162 @@
+"""``POST /v2/models/{m}[/versions/{v}]/infer`` as a bare ASGI handler.
+
+This is the hot path, so it skips the framework's routing, dependency injection and response
+classes: it reads the body, calls ``InferenceService.infer`` and writes bytes. Everything else
+(metadata, health, repository, metrics) goes through FastAPI. The route is also declared in the
+FastAPI app so it appears in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from modelport.api.errors import error_body, error_headers, status_for
+from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.serving.codec import decode_request, encode_response
+from modelport.services.inference import InferenceService
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = structlog.get_logger("modelport.http")
+
+_JSON = b"application/json"
+_OCTET = b"application/octet-stream"
+
+
+def match_infer_path(path: str) -> tuple[str, str | None] | None:
+    """``(model, version)`` when ``path`` is an OIP infer URL, else None."""
+    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
+        return None
+    parts = path.split("/")
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+class InferEndpoint:
+    def __init__(
+        self, inference: InferenceService, max_request_bytes: int, access_log: bool
+    ) -> None:
+        self._inference = inference
+        self._max = max_request_bytes
+        self._access_log = access_log
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        model: str,
+        version: str | None,
+        request_id: bytes,
+    ) -> None:
+        header_length: int | None = None
+        content_length: int | None = None
+        encoding = b""
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                content_length = int(value) if value.isdigit() else None
+            elif key == b"inference-header-content-length":
+                header_length = int(value) if value.isdigit() else -1
+            elif key == b"content-encoding":
+                encoding = value.lower()
+        status = 200
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            if content_length is not None and content_length > self._max:
+                raise _too_large(content_length, self._max)
+            body = await _read_body(receive, self._max)
+            if body is None:
+                return  # the client went away
+            if encoding and encoding != b"identity":
+                body = _decompress(body, encoding, self._max)
+            request = decode_request(body, header_length)
+            result = await self._inference.infer(model, version, request)
+            payload, json_length = encode_response(
+                result.model, result.version, result.outputs, result.id
+            )
+            if json_length is None:
+                content_type = _JSON
+            else:
+                content_type = _OCTET
+                headers.append((b"inference-header-content-length", str(json_length).encode()))
+            headers.append((b"x-model-version", result.version.encode()))
+        except ModelportError as exc:
+            status = status_for(exc)
+            payload = error_body(exc.message)
+            content_type = _JSON
+            headers = error_headers(exc)
+            log.warning(
+                "infer_failed",
+                request_id=request_id.decode(),
+                model=model,
+                version=version,
+                status=status,
+                error=exc.message,
+            )
+        headers.append((b"content-type", content_type))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        headers.append((b"x-request-id", request_id))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        if self._access_log:
+            log.info(
+                "request",
+                request_id=request_id.decode(),
+                method="POST",
+                path=scope["path"],
+                status=status,
+            )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    if encoding == b"gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == b"deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidInput(
+            f"Content-Encoding {encoding.decode(errors='replace')!r} is not supported; "
+            "send gzip, deflate or identity"
+        )
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {encoding.decode()} data: {exc}") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise _too_large(len(out), limit)
+    return out
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body of at least {size} bytes exceeds the limit of {limit} bytes "
+        "(MODELPORT_MAX_REQUEST_BYTES)"
+    )

@@ -1,0 +1,133 @@
+"""The composition root: ``create_app(settings)`` builds every store and service in the lifespan.
+
+The returned ASGI app sends OIP infer calls to the bare ``InferEndpoint`` and everything else to
+FastAPI. It also gives every HTTP request a request id (``X-Request-ID``, kept when the client
+sends a sane one), bound into the log context and returned as a response header.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+
+from modelport import __version__
+from modelport.api.v2_infer import InferEndpoint, Receive, Scope, Send, match_infer_path
+from modelport.api.errors import error_body
+from modelport.container import Services, build_services
+from modelport.observability.logging import configure_logging
+from modelport.settings import Settings
+
+log = structlog.get_logger("modelport.app")
+
+
+class ModelportApp:
+    """ASGI entry point; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api = _fastapi(self)
+        self.services: Services | None = None
+        self._infer: InferEndpoint | None = None
+        self._max = settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        structlog.contextvars.bind_contextvars(request_id=request_id.decode())
+        try:
+            if scope["method"] == "POST" and self._infer is not None:
+                target = match_infer_path(scope["path"])
+                if target is not None:
+                    await self._infer(scope, receive, send, target[0], target[1], request_id)
+                    return
+            if _content_length(scope) > self._max:
+                await _send_too_large(send, request_id, self._max)
+                return
+            await self.api(scope, receive, _with_request_id(send, request_id))
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    @asynccontextmanager
+    async def lifespan(self, api: FastAPI) -> AsyncIterator[None]:
+        configure_logging(self.settings.log_level)
+        services = await build_services(self.settings)
+        self.services = services
+        api.state.services = services
+        self._infer = InferEndpoint(
+            services.inference, self.settings.max_request_bytes, self.settings.access_log
+        )
+        try:
+            if self.settings.load_models_on_start:
+                await services.repository.load_on_start()
+            log.info("server_started", version=__version__)
+            yield
+        finally:
+            self._infer = None
+            await services.close()
+            log.info("server_stopped")
+
+
+def create_app(settings: Settings | None = None) -> ModelportApp:
+    return ModelportApp(settings or Settings())
+
+
+def _fastapi(app: ModelportApp) -> FastAPI:
+    from modelport.api.errors_http import install_error_handlers
+    from modelport.api.metrics_endpoint import router as metrics_router
+    from modelport.api.v2_endpoints import router as v2_router
+
+    api = FastAPI(
+        title="modelport",
+        version=__version__,
+        description="Open Inference Protocol v2 model server with a registry and dynamic batching.",
+        lifespan=app.lifespan,
+    )
+    install_error_handlers(api, app.settings.max_request_bytes)
+    api.include_router(v2_router)
+    api.include_router(metrics_router)
+    return api
+
+
+def _request_id(scope: Scope) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            if 0 < len(value) <= 128 and value.isascii() and value.replace(b"-", b"").isalnum():
+                return bytes(value)
+            break
+    return os.urandom(8).hex().encode()
+
+
+def _with_request_id(send: Send, request_id: bytes) -> Send:
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+        await send(message)
+
+    return wrapped
+
+
+def _content_length(scope: Scope) -> int:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+async def _send_too_large(send: Send, request_id: bytes, limit: int) -> None:
+    body = error_body(
+        f"request body exceeds the limit of {limit} bytes (MODELPORT_MAX_REQUEST_BYTES)"
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,25 @@
+"""The ``modelport`` command line (Typer + rich)."""
+
+from __future__ import annotations
+
+import typer
+
+from modelport.cli import demo, models, serve
+
+app = typer.Typer(
+    name="modelport",
+    help="Serve trained models over the Open Inference Protocol v2.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+app.command("migrate")(serve.migrate_command)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,152 @@
+"""``modelport models …``: push, list and describe model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from modelport.container import Services, build_services
+from modelport.errors import ModelportError
+from modelport.serving.config import VersionConfig
+from modelport.settings import Settings
+
+app = typer.Typer(help="Register and inspect model versions.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+
+def run_with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    async def main() -> T:
+        services = await build_services(settings)
+        try:
+            return await action(services)
+        finally:
+            await services.close()
+
+    try:
+        return asyncio.run(main())
+    except ModelportError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _csv_ints(raw: str | None) -> list[int] | None:
+    if raw is None:
+        return None
+    try:
+        return [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter("use comma-separated integers, e.g. 8,16,32") from None
+
+
+def build_config(
+    config_file: Path | None,
+    runtime: str | None,
+    max_batch_size: int | None,
+    max_queue_delay_ms: float | None,
+    preferred_batch_sizes: str | None,
+    max_queue_size: int | None,
+    threads: int | None,
+    instances: int | None,
+    warmup_file: Path | None,
+) -> VersionConfig:
+    raw: dict[str, Any] = json.loads(config_file.read_text()) if config_file else {}
+    batching = raw.setdefault("batching", {})
+    runtime_cfg = raw.setdefault("runtime", {})
+    for key, value in {
+        "max_batch_size": max_batch_size,
+        "max_queue_delay_ms": max_queue_delay_ms,
+        "preferred_batch_sizes": _csv_ints(preferred_batch_sizes),
+        "max_queue_size": max_queue_size,
+    }.items():
+        if value is not None:
+            batching[key] = value
+    for key, value in {"kind": runtime, "intra_op_threads": threads, "instances": instances}.items():
+        if value is not None:
+            runtime_cfg[key] = value
+    if warmup_file is not None:
+        raw["warmup"] = json.loads(warmup_file.read_text())
+    try:
+        return VersionConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def push(
+    name: str = typer.Argument(..., help="Model name, e.g. ranker."),
+    path: Path = typer.Argument(..., help="An .onnx file, or a folder for text-embedding models."),
+    runtime: str = typer.Option(None, help="onnx (default) or text-embedding."),
+    max_batch_size: int = typer.Option(None, help="Most rows per runtime call (0: no batching)."),
+    max_queue_delay_ms: float = typer.Option(None, help="Longest wait for a batch to fill."),
+    preferred_batch_sizes: str = typer.Option(None, help="Comma-separated, e.g. 8,16,32."),
+    max_queue_size: int = typer.Option(None, help="Rows allowed to wait before 503."),
+    threads: int = typer.Option(None, help="onnxruntime intra-op threads (0: one per core)."),
+    instances: int = typer.Option(None, help="Batches computed at the same time."),
+    warmup: Path = typer.Option(None, help="JSON file: a list of OIP request bodies."),
+    config: Path = typer.Option(None, help="JSON file with the whole version config."),
+    required: bool = typer.Option(
+        None, "--required/--optional", help="Whether server readiness waits for this model."
+    ),
+) -> None:
+    """Register PATH as the next version of NAME."""
+    version_config = build_config(
+        config, runtime, max_batch_size, max_queue_delay_ms, preferred_batch_sizes,
+        max_queue_size, threads, instances, warmup,
+    )
+    record = run_with_services(
+        Settings(),
+        lambda s: s.registry.push(name, path, version_config, required=required),
+    )
+    console.print(
+        f"[green]registered[/green] {record.model} version {record.version} "
+        f"(sha256 {record.sha256[:12]}…)"
+    )
+    _print_signature(record.signature)
+
+
+def _print_signature(signature: dict[str, Any]) -> None:
+    table = Table("", "name", "datatype", "shape")
+    for kind in ("inputs", "outputs"):
+        for spec in signature[kind]:
+            table.add_row(kind[:-1], spec["name"], spec["datatype"], str(spec["shape"]))
+    console.print(table)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List registered models and their versions."""
+    models = run_with_services(Settings(), lambda s: s.registry.list_models())
+    table = Table("model", "versions", "latest sha256", "required")
+    for item in models:
+        latest = item.versions[-1] if item.versions else None
+        table.add_row(
+            item.model.name,
+            ", ".join(v.version for v in item.versions),
+            latest.sha256[:12] if latest else "",
+            "yes" if item.model.required else "no",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: str = typer.Argument(...),
+    version: str = typer.Argument(None, help="Defaults to the newest version."),
+) -> None:
+    """Describe one version: artifact, checksum, signature and config."""
+    record = run_with_services(Settings(), lambda s: s.registry.version(name, version))
+    console.print(f"[bold]{record.model}[/bold] version {record.version}")
+    console.print(f"artifact  {record.artifact_uri}")
+    console.print(f"sha256    {record.sha256}")
+    console.print(f"created   {record.created_at.isoformat()} by {record.created_by}")
+    _print_signature(record.signature)
+    console.print_json(json.dumps(record.config))

@@ -1,0 +1,52 @@
+"""Wiring: every store and service a server or a CLI command needs, built explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelport.observability.metrics import Metrics
+from modelport.serving.pool import ModelPool
+from modelport.services.inference import InferenceService
+from modelport.services.registry import RegistryService
+from modelport.services.repository import RepositoryService
+from modelport.settings import Settings
+from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.registry import RegistryStore
+from modelport.stores.sql import create_engine, migrate
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    metrics: Metrics
+    pool: ModelPool
+    registry: RegistryService
+    repository: RepositoryService
+    inference: InferenceService
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.engine.dispose()
+
+
+async def build_services(settings: Settings) -> Services:
+    url = settings.database_url.get_secret_value()
+    await migrate(url)
+    engine = create_engine(url)
+    store = RegistryStore(engine)
+    artifacts = ArtifactStore(settings.artifacts_uri, settings.cache_dir)
+    metrics = Metrics()
+    pool = ModelPool(artifacts, metrics)
+    registry = RegistryService(store, artifacts)
+    return Services(
+        settings=settings,
+        engine=engine,
+        metrics=metrics,
+        pool=pool,
+        registry=registry,
+        repository=RepositoryService(store, registry, pool),
+        inference=InferenceService(pool, store, settings.request_timeout_ms / 1000.0),
+    )

@@ -1,0 +1,1 @@
+"""The demo: two models built locally, without any network access."""

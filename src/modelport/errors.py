@@ -1,0 +1,87 @@
+"""Domain errors. Transports map them to their status codes (``api/errors.py`` for HTTP).
+
+    ModelportError
+    ├── InvalidInput            the request does not match the model or the protocol
+    │   └── PayloadTooLarge     the body or a tensor exceeds a configured limit
+    ├── NotFound
+    │   ├── ModelNotFound
+    │   └── VersionNotFound
+    ├── Conflict                the operation contradicts stored state
+    ├── Unavailable             retry later
+    │   ├── ModelNotReady       the version is loading, failed or unloaded
+    │   └── QueueFull           the version's batch queue is at ``max_queue_size``
+    ├── DeadlineExceeded        the request waited longer than its deadline
+    ├── ArtifactError           an artifact is missing or its checksum does not match
+    └── InferenceFailed         the runtime raised while computing a batch
+
+Messages are written for the person who sent the request: they say what was wrong and what
+would be accepted instead. They never carry secrets or stack traces.
+"""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Root of every error modelport raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ModelportError):
+    pass
+
+
+class PayloadTooLarge(InvalidInput):
+    pass
+
+
+class NotFound(ModelportError):
+    pass
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{model}' is not registered")
+        self.model = model
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, model: str, version: str) -> None:
+        super().__init__(f"model '{model}' has no version '{version}'")
+        self.model = model
+        self.version = version
+
+
+class Conflict(ModelportError):
+    pass
+
+
+class Unavailable(ModelportError):
+    retry_after_s: float = 1.0
+
+
+class ModelNotReady(Unavailable):
+    pass
+
+
+class QueueFull(Unavailable):
+    def __init__(self, target: str, limit: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"{target} already has {limit} rows queued (its max_queue_size); "
+            f"retry after {retry_after_s:g} s or raise max_queue_size"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ModelportError):
+    pass
+
+
+class ArtifactError(ModelportError):
+    pass
+
+
+class InferenceFailed(ModelportError):
+    pass

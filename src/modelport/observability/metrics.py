@@ -1,0 +1,123 @@
+"""Prometheus metrics. Each app owns its own registry, so tests and embedded apps never clash."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("model", "version")
+        self.requests = Counter(
+            "modelport_inference_requests",
+            "Inference requests by model, version and outcome.",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "modelport_inference_request_seconds",
+            "Server-side end-to-end latency of inference requests (parse to response).",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "modelport_queue_wait_seconds",
+            "Time a request waited in its version's batch queue.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "modelport_compute_seconds",
+            "Runtime time per batch.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "modelport_batch_size",
+            "Rows per runtime call.",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "modelport_batches",
+            "Runtime calls by outcome.",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "modelport_queue_depth_rows",
+            "Rows waiting in a version's batch queue.",
+            labels,
+            registry=self.registry,
+        )
+        self.version_ready = Gauge(
+            "modelport_model_version_ready",
+            "1 while a version is loaded, warmed and serving; 0 otherwise.",
+            labels,
+            registry=self.registry,
+        )
+        self.loaded_versions = Gauge(
+            "modelport_loaded_model_versions",
+            "Model versions currently loaded and READY.",
+            registry=self.registry,
+        )
+
+    def for_version(self, model: str, version: str) -> VersionMetrics:
+        return VersionMetrics(self, model, version)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class VersionMetrics:
+    """Label children bound once per version: the hot path does no label lookups."""
+
+    __slots__ = (
+        "_batch_err", "_batch_ok", "_batch_size", "_compute", "_depth", "_latency", "_outcomes",
+        "_parent", "_wait", "labels",
+    )
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._parent = metrics
+        self.labels = (model, version)
+        self._latency = metrics.request_seconds.labels(model, version)
+        self._wait = metrics.queue_wait_seconds.labels(model, version)
+        self._compute = metrics.compute_seconds.labels(model, version)
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._batch_ok = metrics.batches.labels(model, version, "ok")
+        self._batch_err = metrics.batches.labels(model, version, "error")
+        self._depth = metrics.queue_depth.labels(model, version)
+        self._outcomes: dict[str, Counter] = {}
+
+    def request(self, outcome: str, seconds: float) -> None:
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._parent.requests.labels(*self.labels, outcome)
+        counter.inc()
+        self._latency.observe(seconds)
+
+    # BatchObserver
+    def queue_depth(self, rows: int) -> None:
+        self._depth.set(rows)
+
+    def queue_wait(self, seconds: float) -> None:
+        self._wait.observe(seconds)
+
+    def batch(self, rows: int, compute_seconds: float, ok: bool) -> None:
+        self._compute.observe(compute_seconds)
+        self._batch_size.observe(rows)
+        (self._batch_ok if ok else self._batch_err).inc()

@@ -1,0 +1,91 @@
+"""What is loaded where: start-up loading, the OIP repository extension, readiness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from modelport.errors import ArtifactError, ModelNotFound
+from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
+from modelport.services.registry import RegistryService
+from modelport.stores.registry import RegistryStore
+
+log = structlog.get_logger("modelport.repository")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str | None
+    state: str
+    reason: str
+
+
+class RepositoryService:
+    def __init__(self, store: RegistryStore, registry: RegistryService, pool: ModelPool) -> None:
+        self._store = store
+        self._registry = registry
+        self._pool = pool
+        self._required: set[str] = set()
+
+    async def load_on_start(self) -> None:
+        """Load the newest version of every registered model, one after another."""
+        for model in await self._store.list_models():
+            latest = await self._store.latest_version(model.name)
+            if latest is not None:
+                await self._pool.load(latest)
+        await self._refresh_required()
+
+    async def load(self, model: str, version: str | None = None) -> LoadedVersion:
+        """Load a version (the newest when not given); raises if it does not become READY."""
+        record = await self._registry.version(model, version)
+        entry = await self._pool.load(record)
+        await self._refresh_required()
+        if entry.state is not VersionState.READY:
+            raise ArtifactError(f"{entry.label} failed to load: {entry.error}")
+        return entry
+
+    async def unload(self, model: str) -> list[str]:
+        if await self._store.get_model(model) is None and not self._pool.versions_of(model):
+            raise ModelNotFound(model)
+        versions = [v.version for v in self._pool.versions_of(model)]
+        for version in versions:
+            await self._pool.unload(model, version)
+        return versions
+
+    async def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        entries: list[IndexEntry] = []
+        for model in await self._store.list_models():
+            loaded = self._pool.versions_of(model.name)
+            if not loaded:
+                latest = await self._store.latest_version(model.name)
+                entries.append(
+                    IndexEntry(model.name, latest.version if latest else None, "UNAVAILABLE",
+                               "not loaded")
+                )
+            entries.extend(
+                IndexEntry(v.model, v.version, v.state.value, v.error or "") for v in loaded
+            )
+        if ready_only:
+            entries = [e for e in entries if e.state == VersionState.READY.value]
+        return entries
+
+    async def server_ready(self) -> bool:
+        """Ready when at least one model is required and each has a READY version."""
+        try:
+            await self._refresh_required()
+        except Exception as exc:  # noqa: BLE001 - a registry outage keeps the last known set
+            log.warning("readiness_registry_unavailable", error=type(exc).__name__)
+        if not self._required:
+            return False
+        return all(self._pool.newest_ready(name) is not None for name in self._required)
+
+    def model_ready(self, model: str, version: str | None) -> bool:
+        if version is None:
+            return self._pool.newest_ready(model) is not None
+        entry = self._pool.get(model, version)
+        return entry is not None and entry.state is VersionState.READY
+
+    async def _refresh_required(self) -> None:
+        self._required = {m.name for m in await self._store.list_models() if m.required}

@@ -1,0 +1,326 @@
+"""Dynamic batching: a queue plus one future per request, flushed on size or delay.
+
+One dispatcher task per loaded version forms a batch only when a compute slot (``instances``)
+is free, so while the runtime is busy the queue fills and the next batch comes out larger: the
+batch size adapts to load without tuning. The runtime call runs in a worker thread; the event
+loop only stacks and slices arrays.
+
+Event-loop traps this module avoids: futures of requests whose caller went away (client
+disconnect cancels the awaiting task) are skipped, never set; every task it creates is kept in
+``self._tasks`` until it finishes; timers are cancelled when the batch fills first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import structlog
+
+from modelport.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    ModelportError,
+    QueueFull,
+)
+from modelport.serving.config import BatchingConfig
+
+Arrays = dict[str, np.ndarray]
+Predict = Callable[[Arrays], Arrays]
+
+log = structlog.get_logger("modelport.batcher")
+
+
+class BatchObserver(Protocol):
+    """Receives what the batcher measures (``observability.metrics`` implements it)."""
+
+    def queue_depth(self, rows: int) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def batch(self, rows: int, compute_seconds: float, ok: bool) -> None: ...
+
+
+class NullObserver:
+    def queue_depth(self, rows: int) -> None:
+        pass
+
+    def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def batch(self, rows: int, compute_seconds: float, ok: bool) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Pending:
+    inputs: Arrays
+    rows: int
+    key: Hashable
+    future: asyncio.Future[Arrays]
+    enqueued: float
+    deadline: float = float("inf")
+
+
+@dataclass(slots=True)
+class _State:
+    pending: deque[Pending] = field(default_factory=deque)
+    rows: int = 0
+
+
+def batch_key(inputs: Arrays) -> Hashable:
+    """Requests merge only when every input agrees on dtype and trailing dimensions."""
+    return tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
+
+
+def take_batch(
+    pending: Sequence[Pending], max_batch_size: int, preferred: Sequence[int] = ()
+) -> list[int]:
+    """Indices of the pending requests that form the next batch.
+
+    The oldest request always goes first; later ones join if they have its key and the rows
+    still fit. With preferred sizes, the batch is cut at the largest preferred size it reaches."""
+    if not pending:
+        return []
+    head = pending[0]
+    chosen = [0]
+    rows = head.rows
+    if max_batch_size > 0:
+        for i in range(1, len(pending)):
+            item = pending[i]
+            if item.key == head.key and rows + item.rows <= max_batch_size:
+                chosen.append(i)
+                rows += item.rows
+                if rows == max_batch_size:
+                    break
+    if preferred and len(chosen) > 1:
+        target = max((p for p in preferred if p <= rows), default=0)
+        if target:
+            kept, total = [], 0
+            for i in chosen:
+                if total + pending[i].rows > target:
+                    break
+                kept.append(i)
+                total += pending[i].rows
+            chosen = kept or chosen[:1]
+    return chosen
+
+
+def merge(items: Sequence[Pending]) -> Arrays:
+    if len(items) == 1:
+        return items[0].inputs
+    names = items[0].inputs.keys()
+    return {name: np.concatenate([it.inputs[name] for it in items]) for name in names}
+
+
+def split(outputs: Arrays, items: Sequence[Pending]) -> list[Arrays]:
+    total = sum(it.rows for it in items)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceFailed(
+                f"the model returned output '{name}' with shape {list(array.shape)} for a batch "
+                f"of {total} rows; a batchable output must have the rows as its first dimension"
+            )
+    if len(items) == 1:
+        return [outputs]
+    parts: list[Arrays] = []
+    start = 0
+    for it in items:
+        stop = start + it.rows
+        parts.append({name: array[start:stop] for name, array in outputs.items()})
+        start = stop
+    return parts
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict: Predict,
+        config: BatchingConfig,
+        executor: Executor,
+        *,
+        instances: int = 1,
+        label: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self._config = config
+        self._executor = executor
+        self._label = label
+        self._observer = observer or NullObserver()
+        self._state = _State()
+        self._slots = asyncio.Semaphore(instances)
+        self._wake: asyncio.Future[None] | None = None
+        self._full: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._delay = config.max_queue_delay_ms / 1000.0
+        self._max_batch = config.max_batch_size
+
+    @property
+    def queued_rows(self) -> int:
+        return self._state.rows
+
+    def start(self) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(
+                self._dispatch(), name=f"batcher:{self._label}"
+            )
+
+    async def submit(self, inputs: Arrays, rows: int, deadline: float = float("inf")) -> Arrays:
+        """Queue one request's rows and wait for its slice of the batch outputs."""
+        if self._closing or self._dispatcher is None:
+            raise ModelNotReady(f"{self._label} is not accepting requests (unloading)")
+        if self._max_batch and rows > self._max_batch:
+            raise InvalidInput(
+                f"request has {rows} rows but {self._label} takes at most "
+                f"{self._max_batch} per batch (max_batch_size)"
+            )
+        state = self._state
+        if state.rows + rows > self._config.max_queue_size:
+            raise QueueFull(self._label, self._config.max_queue_size, 1.0)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Arrays] = loop.create_future()
+        state.pending.append(Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline))
+        state.rows += rows
+        self._observer.queue_depth(state.rows)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if (
+            self._full is not None
+            and not self._full.done()
+            and (self._max_batch == 0 or state.rows >= self._max_batch)
+        ):
+            self._full.set_result(None)
+        return await future
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self._state
+        while True:
+            await self._slots.acquire()
+            try:
+                while not state.pending:
+                    if self._closing:
+                        return
+                    self._wake = loop.create_future()
+                    await self._wake
+                await self._wait_to_fill(loop)
+                batch = self._take(loop.time())
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(batch), name=f"batch:{self._label}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        state = self._state
+        if self._max_batch == 0 or self._delay == 0:
+            return
+        while state.pending and state.rows < self._max_batch and not self._closing:
+            remaining = state.pending[0].enqueued + self._delay - loop.time()
+            if remaining <= 0:
+                return
+            self._full = full = loop.create_future()
+            timer = loop.call_later(remaining, _resolve, full)
+            try:
+                await full
+            finally:
+                timer.cancel()
+                self._full = None
+
+    def _take(self, now: float) -> list[Pending]:
+        state = self._state
+        # Drop requests nobody waits for any more, and fail those past their deadline.
+        live: deque[Pending] = deque()
+        for item in state.pending:
+            if item.future.done():
+                state.rows -= item.rows
+            elif item.deadline <= now:
+                state.rows -= item.rows
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"request to {self._label} waited {now - item.enqueued:.3f} s in the "
+                        "queue, past its deadline; it was not run"
+                    )
+                )
+            else:
+                live.append(item)
+        state.pending = live
+        indices = take_batch(live, self._max_batch, self._config.preferred_batch_sizes)
+        if not indices:
+            self._observer.queue_depth(state.rows)
+            return []
+        chosen = set(indices)
+        batch = [live[i] for i in indices]
+        state.pending = deque(item for i, item in enumerate(live) if i not in chosen)
+        state.rows -= sum(item.rows for item in batch)
+        self._observer.queue_depth(state.rows)
+        for item in batch:
+            self._observer.queue_wait(now - item.enqueued)
+        return batch
+
+    async def _execute(self, batch: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        rows = sum(item.rows for item in batch)
+        started = loop.time()
+        try:
+            merged = merge(batch)
+            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            parts = split(outputs, batch)
+        except Exception as exc:  # noqa: BLE001 - any runtime failure fails this batch only
+            self._observer.batch(rows, loop.time() - started, ok=False)
+            error = exc if isinstance(exc, ModelportError) else InferenceFailed(
+                f"{self._label} failed on a batch of {rows} rows: {exc}"
+            )
+            log.warning("batch_failed", model=self._label, rows=rows, error=str(error))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+        else:
+            self._observer.batch(rows, loop.time() - started, ok=True)
+            for item, part in zip(batch, parts, strict=True):
+                if not item.future.done():
+                    item.future.set_result(part)
+        finally:
+            self._slots.release()
+
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        """Stop taking requests, finish the queued and running ones, then stop the dispatcher."""
+        self._closing = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._full is not None and not self._full.done():
+            self._full.set_result(None)
+        if self._dispatcher is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._dispatcher), drain_timeout)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+        except TimeoutError:
+            log.warning("batcher_drain_timeout", model=self._label)
+        finally:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            for item in self._state.pending:
+                if not item.future.done():
+                    item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
+            self._state = _State()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,187 @@
+"""The model pool: loads versions, warms them, serves them through their batcher, drains them.
+
+A version is READY only after its artifact passed its checksum, the runtime loaded, and every
+warmup request went through the same batcher that live traffic uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from modelport.errors import ArtifactError, ModelportError
+from modelport.observability.metrics import Metrics, VersionMetrics
+from modelport.serving.batcher import Batcher
+from modelport.serving.config import VersionConfig
+from modelport.serving.runtimes import Runtime, load_runtime
+from modelport.serving.signature import Signature
+from modelport.serving.warmup import warmup_requests
+from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.registry import VersionRecord
+
+log = structlog.get_logger("modelport.pool")
+
+
+class VersionState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(slots=True)
+class LoadedVersion:
+    model: str
+    version: str
+    signature: Signature
+    config: VersionConfig
+    metrics: VersionMetrics
+    state: VersionState = VersionState.LOADING
+    error: str | None = None
+    runtime: Runtime | None = None
+    batcher: Batcher | None = None
+    executor: ThreadPoolExecutor | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def label(self) -> str:
+        return f"model '{self.model}' version '{self.version}'"
+
+
+class ModelPool:
+    def __init__(self, artifacts: ArtifactStore, metrics: Metrics) -> None:
+        self._artifacts = artifacts
+        self._metrics = metrics
+        self._versions: dict[str, dict[str, LoadedVersion]] = {}
+
+    def get(self, model: str, version: str) -> LoadedVersion | None:
+        return self._versions.get(model, {}).get(version)
+
+    def versions_of(self, model: str) -> list[LoadedVersion]:
+        return sorted(self._versions.get(model, {}).values(), key=lambda v: int(v.version))
+
+    def all(self) -> list[LoadedVersion]:
+        return [v for versions in self._versions.values() for v in versions.values()]
+
+    def newest_ready(self, model: str) -> LoadedVersion | None:
+        ready = [v for v in self.versions_of(model) if v.state is VersionState.READY]
+        return ready[-1] if ready else None
+
+    async def load(self, record: VersionRecord) -> LoadedVersion:
+        """Load and warm ``record``; returns once it is READY or FAILED (never raises)."""
+        existing = self.get(record.model, record.version)
+        if existing is not None and existing.state in (VersionState.LOADING, VersionState.READY):
+            await existing.loaded.wait()
+            return existing
+        config = VersionConfig.model_validate(record.config)
+        entry = LoadedVersion(
+            model=record.model,
+            version=record.version,
+            signature=Signature.from_dict(record.signature),
+            config=config,
+            metrics=self._metrics.for_version(record.model, record.version),
+        )
+        self._versions.setdefault(record.model, {})[record.version] = entry
+        started = time.perf_counter()
+        try:
+            await self._start(entry, record)
+        except Exception as exc:  # noqa: BLE001 - any load failure leaves the version FAILED
+            entry.state = VersionState.FAILED
+            entry.error = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+            await self._stop(entry)
+            log.error("model_load_failed", model=entry.model, version=entry.version, error=entry.error)
+        else:
+            entry.state = VersionState.READY
+            log.info(
+                "model_ready",
+                model=entry.model,
+                version=entry.version,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        finally:
+            self._refresh_gauges()
+            entry.loaded.set()
+        return entry
+
+    async def _start(self, entry: LoadedVersion, record: VersionRecord) -> None:
+        def build() -> Runtime:
+            path = self._artifacts.materialise(record.artifact_uri, record.sha256)
+            return load_runtime(path, entry.config.runtime)
+
+        runtime = await asyncio.to_thread(build)
+        entry.runtime = runtime
+        if _names_and_types(runtime.signature) != _names_and_types(entry.signature):
+            raise ArtifactError(
+                f"{entry.label}: the loaded graph's signature differs from the registered one"
+            )
+        instances = entry.config.runtime.instances
+        entry.executor = ThreadPoolExecutor(
+            max_workers=instances, thread_name_prefix=f"mp-{entry.model}-{entry.version}"
+        )
+        batching = entry.config.batching
+        if not entry.signature.batchable:
+            batching = batching.model_copy(update={"max_batch_size": 0})
+        entry.batcher = Batcher(
+            runtime.predict,
+            batching,
+            entry.executor,
+            instances=instances,
+            label=entry.label,
+            observer=entry.metrics,
+        )
+        entry.batcher.start()
+        for arrays in warmup_requests(entry.signature, entry.config.warmup, entry.model):
+            rows = _rows(arrays) if entry.signature.batchable else 1
+            await entry.batcher.submit(arrays, rows)
+
+    async def unload(self, model: str, version: str) -> bool:
+        entry = self._versions.get(model, {}).pop(version, None)
+        if entry is None:
+            return False
+        if not self._versions.get(model):
+            self._versions.pop(model, None)
+        entry.state = VersionState.UNLOADING
+        await self._stop(entry)
+        self._metrics.version_ready.remove(model, version)
+        self._refresh_gauges()
+        log.info("model_unloaded", model=model, version=version)
+        return True
+
+    async def _stop(self, entry: LoadedVersion) -> None:
+        if entry.batcher is not None:
+            await entry.batcher.close()
+        if entry.executor is not None:
+            entry.executor.shutdown(wait=False)
+        if entry.runtime is not None:
+            entry.runtime.close()
+            entry.runtime = None
+        entry.metrics.queue_depth(0)
+
+    async def close(self) -> None:
+        for entry in self.all():
+            await self.unload(entry.model, entry.version)
+
+    def _refresh_gauges(self) -> None:
+        ready = 0
+        for entry in self.all():
+            is_ready = entry.state is VersionState.READY
+            ready += is_ready
+            self._metrics.version_ready.labels(entry.model, entry.version).set(int(is_ready))
+        self._metrics.loaded_versions.set(ready)
+
+
+def _rows(arrays: dict[str, np.ndarray]) -> int:
+    return int(next(iter(arrays.values())).shape[0])
+
+
+def _names_and_types(signature: Signature) -> tuple[object, ...]:
+    return (
+        tuple((s.name, s.datatype) for s in signature.inputs),
+        tuple((s.name, s.datatype) for s in signature.outputs),
+    )

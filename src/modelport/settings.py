@@ -1,0 +1,50 @@
+"""Typed settings, read from ``MODELPORT_*`` environment variables (or a ``.env`` file).
+
+Nothing reads settings at import time: ``Settings()`` is built once by the caller (the CLI or a
+test) and handed to ``create_app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr = SecretStr("sqlite+aiosqlite:///var/modelport.db")
+    """SQLAlchemy URL of the registry. SQLite by default; ``postgresql://…`` in production.
+    A secret because it may carry a password."""
+
+    artifacts_uri: str = "var/artifacts"
+    """Where pushed artifacts are kept: a local path or an fsspec URI (``file://``, ``s3://``)."""
+
+    cache_dir: Path = Path("var/cache")
+    """Local folder where remote artifacts are materialised before loading."""
+
+    host: str = "127.0.0.1"
+    """Interface the HTTP server binds."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port of the HTTP server."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Largest accepted request body; larger bodies get 413 before they are read whole."""
+
+    request_timeout_ms: float = Field(default=30_000, gt=0)
+    """Default deadline of an inference request; a request still queued past it is not run."""
+
+    load_models_on_start: bool = True
+    """Load the newest version of every registered model when the server starts."""
+
+    log_level: str = "INFO"
+    """Minimum level of the JSON log lines written to stdout."""
+
+    access_log: bool = False
+    """Write one log line per HTTP request. Errors are always logged, with their request id."""
+
+    server_name: str = "modelport"
+    """Name reported by ``GET /v2``."""

@@ -1,0 +1,1 @@
+"""Stores: small async contracts with backends behind them (SQL, artifacts)."""
