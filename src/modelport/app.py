@@ -40,13 +40,14 @@ class ModelportApp:
             await self.api(scope, receive, send)
             return
         request_id = _request_id(scope)
+        if scope["method"] == "POST" and self._infer is not None:
+            target = match_infer_path(scope["path"])
+            if target is not None:
+                # The hot path logs its request id explicitly instead of binding contextvars.
+                await self._infer(scope, receive, send, target[0], target[1], request_id)
+                return
         structlog.contextvars.bind_contextvars(request_id=request_id.decode())
         try:
-            if scope["method"] == "POST" and self._infer is not None:
-                target = match_infer_path(scope["path"])
-                if target is not None:
-                    await self._infer(scope, receive, send, target[0], target[1], request_id)
-                    return
             if _content_length(scope) > self._max:
                 await _send_too_large(send, request_id, self._max)
                 return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -12,6 +14,11 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class QueueLike(Protocol):
+    @property
+    def queued_rows(self) -> int: ...
 
 
 class Metrics:
@@ -110,9 +117,14 @@ class VersionMetrics:
         counter.inc()
         self._latency.observe(seconds)
 
+    def watch_queue(self, queue: QueueLike) -> None:
+        """Report the queue's depth when scraped: costs nothing per request."""
+        self._depth.set_function(lambda: queue.queued_rows)
+
+    def unwatch_queue(self) -> None:
+        self._depth.set_function(lambda: 0)
+
     # BatchObserver
-    def queue_depth(self, rows: int) -> None:
-        self._depth.set(rows)
 
     def queue_wait(self, seconds: float) -> None:
         self._wait.observe(seconds)

@@ -84,7 +84,7 @@ class InferenceService:
     async def _infer(self, entry: LoadedVersion, request: InferRequest) -> InferResult:
         signature = entry.signature
         arrays = validate_inputs(signature, request.inputs, entry.model)
-        names = signature.output_names()
+        names = signature.output_names
         if request.outputs is None:
             wanted = [(name, request.binary_output) for name in names]
         else:

@@ -42,15 +42,11 @@ log = structlog.get_logger("modelport.batcher")
 class BatchObserver(Protocol):
     """Receives what the batcher measures (``observability.metrics`` implements it)."""
 
-    def queue_depth(self, rows: int) -> None: ...
     def queue_wait(self, seconds: float) -> None: ...
     def batch(self, rows: int, compute_seconds: float, ok: bool) -> None: ...
 
 
 class NullObserver:
-    def queue_depth(self, rows: int) -> None:
-        pass
-
     def queue_wait(self, seconds: float) -> None:
         pass
 
@@ -76,6 +72,9 @@ class _State:
 
 def batch_key(inputs: Arrays) -> Hashable:
     """Requests merge only when every input agrees on dtype and trailing dimensions."""
+    if len(inputs) == 1:
+        for name, a in inputs.items():
+            return (name, a.dtype.str, a.shape[1:])
     return tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
 
 
@@ -190,7 +189,6 @@ class Batcher:
         future: asyncio.Future[Arrays] = loop.create_future()
         state.pending.append(Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline))
         state.rows += rows
-        self._observer.queue_depth(state.rows)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         if (
@@ -260,13 +258,11 @@ class Batcher:
         state.pending = live
         indices = take_batch(live, self._max_batch, self._config.preferred_batch_sizes)
         if not indices:
-            self._observer.queue_depth(state.rows)
             return []
         chosen = set(indices)
         batch = [live[i] for i in indices]
         state.pending = deque(item for i, item in enumerate(live) if i not in chosen)
         state.rows -= sum(item.rows for item in batch)
-        self._observer.queue_depth(state.rows)
         for item in batch:
             self._observer.queue_wait(now - item.enqueued)
         return batch

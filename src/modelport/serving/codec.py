@@ -8,7 +8,6 @@ little-endian length followed by the bytes.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,15 +129,16 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
             f"{', '.join(sorted(NUMPY_DTYPES))}"
         )
     shape_raw = raw.get("shape")
-    if (
-        not isinstance(shape_raw, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape_raw)
-    ):
+    if type(shape_raw) is not list:
         raise InvalidInput(f"input '{name}' needs a 'shape' list of non-negative integers")
+    count = 1
+    for d in shape_raw:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"input '{name}' needs a 'shape' list of non-negative integers")
+        count *= d
     shape = tuple(shape_raw)
-    count = math.prod(shape)
-    params = _parameters(raw.get("parameters"), f"input '{name}'")
-    size = params.get("binary_data_size")
+    params = raw.get("parameters")
+    size = None if params is None else _parameters(params, f"input '{name}'").get("binary_data_size")
     if size is not None:
         if "data" in raw:
             raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")

@@ -59,6 +59,7 @@ class ModelPool:
         self._artifacts = artifacts
         self._metrics = metrics
         self._versions: dict[str, dict[str, LoadedVersion]] = {}
+        self._serving: dict[str, LoadedVersion] = {}
 
     def get(self, model: str, version: str) -> LoadedVersion | None:
         return self._versions.get(model, {}).get(version)
@@ -70,8 +71,15 @@ class ModelPool:
         return [v for versions in self._versions.values() for v in versions.values()]
 
     def newest_ready(self, model: str) -> LoadedVersion | None:
+        """The version unpinned requests go to (cached: the request path asks every time)."""
+        return self._serving.get(model)
+
+    def _refresh_serving(self, model: str) -> None:
         ready = [v for v in self.versions_of(model) if v.state is VersionState.READY]
-        return ready[-1] if ready else None
+        if ready:
+            self._serving[model] = ready[-1]
+        else:
+            self._serving.pop(model, None)
 
     async def load(self, record: VersionRecord) -> LoadedVersion:
         """Load and warm ``record``; returns once it is READY or FAILED (never raises)."""
@@ -105,6 +113,7 @@ class ModelPool:
                 seconds=round(time.perf_counter() - started, 3),
             )
         finally:
+            self._refresh_serving(entry.model)
             self._refresh_gauges()
             entry.loaded.set()
         return entry
@@ -136,6 +145,7 @@ class ModelPool:
             observer=entry.metrics,
         )
         entry.batcher.start()
+        entry.metrics.watch_queue(entry.batcher)
         for arrays in warmup_requests(entry.signature, entry.config.warmup, entry.model):
             rows = _rows(arrays) if entry.signature.batchable else 1
             await entry.batcher.submit(arrays, rows)
@@ -147,6 +157,7 @@ class ModelPool:
         if not self._versions.get(model):
             self._versions.pop(model, None)
         entry.state = VersionState.UNLOADING
+        self._refresh_serving(model)
         await self._stop(entry)
         self._metrics.version_ready.remove(model, version)
         self._refresh_gauges()
@@ -161,7 +172,7 @@ class ModelPool:
         if entry.runtime is not None:
             entry.runtime.close()
             entry.runtime = None
-        entry.metrics.queue_depth(0)
+        entry.metrics.unwatch_queue()
 
     async def close(self) -> None:
         for entry in self.all():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,15 +31,18 @@ class TensorSpec:
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # Derived once: the request path reads them for every request.
+    batchable: bool = field(init=False, compare=False)
+    """Every input and output has a dynamic leading dimension that rows can be stacked on."""
+    input_specs: dict[str, TensorSpec] = field(init=False, compare=False, repr=False)
+    output_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
 
-    @property
-    def batchable(self) -> bool:
-        """Every input and output has a dynamic leading dimension that rows can be stacked on."""
+    def __post_init__(self) -> None:
         specs = (*self.inputs, *self.outputs)
-        return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
-
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.outputs)
+        batchable = bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
+        object.__setattr__(self, "batchable", batchable)
+        object.__setattr__(self, "input_specs", {s.name: s for s in self.inputs})
+        object.__setattr__(self, "output_names", tuple(o.name for o in self.outputs))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +64,8 @@ def validate_inputs(
     """Check names, datatypes and shapes against the signature; return arrays by input name.
 
     For a batchable model every input must carry the same number of rows (leading dimension)."""
-    specs = {s.name: s for s in signature.inputs}
+    specs = signature.input_specs
+    batchable = signature.batchable
     arrays: dict[str, np.ndarray] = {}
     rows: int | None = None
     for tensor in tensors:
@@ -76,12 +80,12 @@ def validate_inputs(
                 f"input '{tensor.name}' of model '{model}' is {spec.datatype}, "
                 f"not {tensor.datatype}"
             )
-        if not _shape_matches(spec.shape, tensor.shape):
+        if spec.shape != tensor.shape and not _shape_matches(spec.shape, tensor.shape):
             raise InvalidInput(
                 f"input '{tensor.name}' of model '{model}' has shape {list(tensor.shape)}; "
                 f"expected {list(spec.shape)} (-1 is any size)"
             )
-        if signature.batchable:
+        if batchable:
             if rows is not None and tensor.shape[0] != rows:
                 raise InvalidInput(
                     f"inputs of model '{model}' disagree on the number of rows "
@@ -89,8 +93,8 @@ def validate_inputs(
                 )
             rows = tensor.shape[0]
         arrays[tensor.name] = tensor.array
-    missing = [name for name in specs if name not in arrays]
-    if missing:
+    if len(arrays) != len(specs):
+        missing = [name for name in specs if name not in arrays]
         raise InvalidInput(f"model '{model}' needs input(s) {', '.join(missing)}")
     if rows == 0:
         raise InvalidInput(f"request to model '{model}' has no rows")
@@ -98,4 +102,9 @@ def validate_inputs(
 
 
 def _shape_matches(expected: tuple[int, ...], got: tuple[int, ...]) -> bool:
-    return len(expected) == len(got) and all(e in (-1, g) for e, g in zip(expected, got, strict=True))
+    if len(expected) != len(got):
+        return False
+    for e, g in zip(expected, got, strict=True):
+        if e != -1 and e != g:
+            return False
+    return True

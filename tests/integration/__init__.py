@@ -1,0 +1,1 @@
+"""Integration tests: real modelport servers as subprocesses, driven over real HTTP."""
