@@ -224,12 +224,15 @@ def children_cpu() -> float:
 def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> float:
     """Wait (up to ``max_wait`` s) until the machine is idle apart from us; return the last
     one-second sample of busy cores. Other work on the machine skews every number here."""
-    deadline = time.monotonic() + max_wait
+    start = time.monotonic()
     while True:
         busy0, t0 = machine_cpu()[0], time.monotonic()
         time.sleep(1.0)
         busy = (machine_cpu()[0] - busy0) / (time.monotonic() - t0)
-        if busy < threshold or time.monotonic() >= deadline:
+        waited = time.monotonic() - start
+        if busy < threshold or waited >= max_wait:
+            if waited > 1.5 or busy >= threshold:
+                print(f"  (waited {waited:.0f} s for other load to settle: {busy:.2f} cores busy)")
             return round(busy, 3)
 
 
@@ -447,12 +450,12 @@ def check_answer(server: Server, path: str, body: bytes, output: str) -> None:
 # --------------------------------------------------------------------------- in-process
 
 
-def _timed(fn: Any, seconds: float) -> tuple[int, float]:
+def _timed(fn: Any, seconds: float, chunk: int = 10) -> tuple[int, float]:
     calls, start = 0, time.perf_counter()
     while True:
-        for _ in range(10):
+        for _ in range(chunk):
             fn()
-        calls += 10
+        calls += chunk
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return calls, elapsed
@@ -505,7 +508,7 @@ def minilm_inprocess(folder: Path, batch_sizes: list[int], seconds: float) -> li
         feed = {"text": np.array(texts, dtype=object)}
         for _ in range(3):
             runtime.predict(feed)
-        calls, elapsed = _timed(lambda f=feed: runtime.predict(f), seconds)
+        calls, elapsed = _timed(lambda f=feed: runtime.predict(f), seconds, chunk=1)
         rows.append(
             {
                 "batch": batch,
@@ -996,7 +999,13 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     if minilm is not None and minilm_folder is not None:
         batch = minilm["concurrent"].get("mean_batch")
         sizes = sorted({1, 32, *([max(1, round(batch))] if batch else [])})
-        minilm["inprocess"] = minilm_inprocess(minilm_folder, sizes, max(args.compute_seconds, 2))
+        try:
+            minilm["inprocess"] = minilm_inprocess(
+                minilm_folder, sizes, max(args.compute_seconds, 2)
+            )
+        except Exception as exc:  # noqa: BLE001 - optional extra; report it and carry on
+            print(f"  minilm in-process measurement failed: {exc!r}")
+            minilm["inprocess_error"] = repr(exc)
 
     floor_top, mp_top = summary[f"floor_c{top}"], summary[f"modelport_c{top}"]
     low = args.connections[0]
@@ -1008,13 +1017,13 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     non_2xx = sum(r["non_2xx"] for r in runs if r["server"] == "modelport")
     sock = sum(r["socket_errors"] for r in runs if r["server"] == "modelport")
     targets = {
-        "ratio_c64": {
+        "throughput_ratio": {
             "target": f"modelport req/s >= {TARGET_RATIO:.0%} of the floor at -c{top}",
             "value": round(ratio, 4),
             "measured": f"{ratio:.1%} ({mp_top['req_s']:,.0f} / {floor_top['req_s']:,.0f} req/s)",
             "pass": ratio >= TARGET_RATIO,
         },
-        "p99_c16": {
+        "p99": {
             "target": f"modelport p99 <= {TARGET_P99_MS:g} ms at -c{low}",
             "value": mp_low["p99_ms"],
             "measured": f"{mp_low['p99_ms']:.2f} ms (median of runs; worst run {worst_p99:.2f} ms)",

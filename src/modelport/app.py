@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from modelport import __version__
-from modelport.api.v2_infer import InferEndpoint, Receive, Scope, Send, match_infer_path
 from modelport.api.errors import error_body
+from modelport.api.v2_infer import InferEndpoint, match_infer_path
 from modelport.container import Services, build_services
 from modelport.observability.logging import configure_logging
 from modelport.settings import Settings
@@ -106,7 +106,7 @@ def _request_id(scope: Scope) -> bytes:
 
 
 def _with_request_id(send: Send, request_id: bytes) -> Send:
-    async def wrapped(message: dict[str, Any]) -> None:
+    async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
         await send(message)

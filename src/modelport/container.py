@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.observability.metrics import Metrics
-from modelport.serving.pool import ModelPool
 from modelport.services.inference import InferenceService
 from modelport.services.registry import RegistryService
 from modelport.services.repository import RepositoryService
+from modelport.serving.pool import ModelPool
 from modelport.settings import Settings
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.registry import RegistryStore

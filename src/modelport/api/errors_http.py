@@ -35,9 +35,7 @@ def install_error_handlers(api: FastAPI, max_request_bytes: int) -> None:
         message = (
             "no such endpoint; see /docs for the API" if exc.status_code == 404 else str(exc.detail)
         )
-        return ORJSONResponse(
-            {"error": message}, status_code=exc.status_code, headers=exc.headers
-        )
+        return ORJSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     async def unexpected_error(_request: Request, exc: Exception) -> ORJSONResponse:
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)

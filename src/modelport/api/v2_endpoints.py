@@ -143,7 +143,9 @@ async def model_ready(model: str, svc: ServicesDep) -> Response:
     return await _ready_response(svc, model, None)
 
 
-@router.get("/models/{model}/versions/{version}/ready", responses={503: {"description": "not ready"}})
+@router.get(
+    "/models/{model}/versions/{version}/ready", responses={503: {"description": "not ready"}}
+)
 async def version_ready(model: str, version: str, svc: ServicesDep) -> Response:
     return await _ready_response(svc, model, version)
 

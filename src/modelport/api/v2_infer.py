@@ -9,19 +9,14 @@ FastAPI app so it appears in the OpenAPI schema.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
+from starlette.types import Receive, Scope, Send
 
 from modelport.api.errors import error_body, error_headers, status_for
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
-from modelport.serving.codec import decode_request, encode_response
 from modelport.services.inference import InferenceService
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from modelport.serving.codec import decode_request, encode_response
 
 log = structlog.get_logger("modelport.http")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,8 +32,10 @@ async def _register(services: Services, build_dir: Path) -> list[str]:
 
 
 def demo(
-    build_dir: Path = typer.Option(Path("var/demo-models"), help="Where demo models are built."),
-    serve: bool = typer.Option(True, help="Start the server after registering."),
+    build_dir: Annotated[Path, typer.Option(help="Where the demo models are built.")] = Path(
+        "var/demo-models"
+    ),
+    serve: Annotated[bool, typer.Option(help="Start the server after registering.")] = True,
 ) -> None:
     """Build and register the demo models (once), then serve them."""
     settings = Settings()
@@ -44,9 +47,11 @@ def demo(
     console.print(f"  health   {base}/v2/health/ready")
     console.print(f"  metrics  {base}/metrics")
     console.print(f"  API docs {base}/docs\n")
-    ranker_body = '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":[' + ",".join(
-        ["0.1"] * 64
-    ) + "]}]}"
+    ranker_body = (
+        '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":['
+        + ",".join(["0.1"] * 64)
+        + "]}]}"
+    )
     console.print("[bold]ranker[/bold]:", soft_wrap=True)
     console.print(
         f"curl -s {base}/v2/models/ranker/infer -H 'Content-Type: application/json' "
@@ -57,8 +62,8 @@ def demo(
     console.print("[bold]minilm[/bold]:")
     console.print(
         f"curl -s {base}/v2/models/minilm/infer -H 'Content-Type: application/json' "
-        "-d '{\"inputs\":[{\"name\":\"text\",\"shape\":[2],\"datatype\":\"BYTES\","
-        "\"data\":[\"a cat sits on the mat\",\"stock markets fell today\"]}]}'\n",
+        '-d \'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
+        '"data":["a cat sits on the mat","stock markets fell today"]}]}\'\n',
         soft_wrap=True,
         highlight=False,
     )

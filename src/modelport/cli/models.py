@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -61,17 +61,19 @@ def build_config(
     raw: dict[str, Any] = json.loads(config_file.read_text()) if config_file else {}
     batching = raw.setdefault("batching", {})
     runtime_cfg = raw.setdefault("runtime", {})
-    for key, value in {
+    batching_overrides: dict[str, Any] = {
         "max_batch_size": max_batch_size,
         "max_queue_delay_ms": max_queue_delay_ms,
         "preferred_batch_sizes": _csv_ints(preferred_batch_sizes),
         "max_queue_size": max_queue_size,
-    }.items():
-        if value is not None:
-            batching[key] = value
-    for key, value in {"kind": runtime, "intra_op_threads": threads, "instances": instances}.items():
-        if value is not None:
-            runtime_cfg[key] = value
+    }
+    runtime_overrides: dict[str, Any] = {
+        "kind": runtime,
+        "intra_op_threads": threads,
+        "instances": instances,
+    }
+    batching.update({k: v for k, v in batching_overrides.items() if v is not None})
+    runtime_cfg.update({k: v for k, v in runtime_overrides.items() if v is not None})
     if warmup_file is not None:
         raw["warmup"] = json.loads(warmup_file.read_text())
     try:
@@ -82,25 +84,51 @@ def build_config(
 
 @app.command()
 def push(
-    name: str = typer.Argument(..., help="Model name, e.g. ranker."),
-    path: Path = typer.Argument(..., help="An .onnx file, or a folder for text-embedding models."),
-    runtime: str = typer.Option(None, help="onnx (default) or text-embedding."),
-    max_batch_size: int = typer.Option(None, help="Most rows per runtime call (0: no batching)."),
-    max_queue_delay_ms: float = typer.Option(None, help="Longest wait for a batch to fill."),
-    preferred_batch_sizes: str = typer.Option(None, help="Comma-separated, e.g. 8,16,32."),
-    max_queue_size: int = typer.Option(None, help="Rows allowed to wait before 503."),
-    threads: int = typer.Option(None, help="onnxruntime intra-op threads (0: one per core)."),
-    instances: int = typer.Option(None, help="Batches computed at the same time."),
-    warmup: Path = typer.Option(None, help="JSON file: a list of OIP request bodies."),
-    config: Path = typer.Option(None, help="JSON file with the whole version config."),
-    required: bool = typer.Option(
-        None, "--required/--optional", help="Whether server readiness waits for this model."
-    ),
+    name: Annotated[str, typer.Argument(help="Model name, e.g. ranker.")],
+    path: Annotated[
+        Path, typer.Argument(help="An .onnx file, or a folder for text-embedding models.")
+    ],
+    runtime: Annotated[str | None, typer.Option(help="onnx (default) or text-embedding.")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Most rows per runtime call (0: no batching).")
+    ] = None,
+    max_queue_delay_ms: Annotated[
+        float | None, typer.Option(help="Longest wait for a batch to fill.")
+    ] = None,
+    preferred_batch_sizes: Annotated[
+        str | None, typer.Option(help="Comma-separated, e.g. 8,16,32.")
+    ] = None,
+    max_queue_size: Annotated[
+        int | None, typer.Option(help="Rows allowed to wait before 503.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime intra-op threads (0: one per core).")
+    ] = None,
+    instances: Annotated[
+        int | None, typer.Option(help="Batches computed at the same time.")
+    ] = None,
+    warmup: Annotated[
+        Path | None, typer.Option(help="JSON file: a list of OIP request bodies.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file with the whole version config.")
+    ] = None,
+    required: Annotated[
+        bool | None,
+        typer.Option("--required/--optional", help="Whether server readiness waits for it."),
+    ] = None,
 ) -> None:
     """Register PATH as the next version of NAME."""
     version_config = build_config(
-        config, runtime, max_batch_size, max_queue_delay_ms, preferred_batch_sizes,
-        max_queue_size, threads, instances, warmup,
+        config,
+        runtime,
+        max_batch_size,
+        max_queue_delay_ms,
+        preferred_batch_sizes,
+        max_queue_size,
+        threads,
+        instances,
+        warmup,
     )
     record = run_with_services(
         Settings(),
@@ -139,8 +167,8 @@ def list_models() -> None:
 
 @app.command()
 def show(
-    name: str = typer.Argument(...),
-    version: str = typer.Argument(None, help="Defaults to the newest version."),
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Defaults to the newest version.")] = None,
 ) -> None:
     """Describe one version: artifact, checksum, signature and config."""
     record = run_with_services(Settings(), lambda s: s.registry.version(name, version))

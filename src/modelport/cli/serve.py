@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -25,11 +26,13 @@ def run_server(settings: Settings) -> None:
 
 
 def serve(
-    host: str = typer.Option(None, help="Interface to bind (MODELPORT_HOST)."),
-    port: int = typer.Option(None, help="Port to bind (MODELPORT_PORT)."),
+    host: Annotated[str | None, typer.Option(help="Interface to bind (MODELPORT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (MODELPORT_PORT).")] = None,
 ) -> None:
     """Serve every registered model over HTTP."""
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port}.items() if v is not None
+    }
     run_server(Settings(**overrides))
 
 

@@ -100,7 +100,15 @@ def minilm_config() -> VersionConfig:
         batching=BatchingConfig(max_batch_size=32, max_queue_delay_ms=5.0, max_queue_size=512),
         runtime=RuntimeConfig(kind="text-embedding", intra_op_threads=2, max_sequence_length=128),
         warmup=[
-            {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
-                         "data": ["modelport warms up", "a second sentence"]}]}
+            {
+                "inputs": [
+                    {
+                        "name": "text",
+                        "shape": [2],
+                        "datatype": "BYTES",
+                        "data": ["modelport warms up", "a second sentence"],
+                    }
+                ]
+            }
         ],
     )

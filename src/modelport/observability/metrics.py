@@ -8,7 +8,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -94,8 +108,16 @@ class VersionMetrics:
     """Label children bound once per version: the hot path does no label lookups."""
 
     __slots__ = (
-        "_batch_err", "_batch_ok", "_batch_size", "_compute", "_depth", "_latency", "_outcomes",
-        "_parent", "_wait", "labels",
+        "_batch_err",
+        "_batch_ok",
+        "_batch_size",
+        "_compute",
+        "_depth",
+        "_latency",
+        "_outcomes",
+        "_parent",
+        "_wait",
+        "labels",
     )
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:

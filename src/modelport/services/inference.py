@@ -95,7 +95,9 @@ class InferenceService:
                         f"model '{entry.model}' has no output '{out.name}'; its outputs are "
                         f"{', '.join(names)}"
                     )
-                wanted.append((out.name, request.binary_output if out.binary is None else out.binary))
+                wanted.append(
+                    (out.name, request.binary_output if out.binary is None else out.binary)
+                )
         rows = next(iter(arrays.values())).shape[0] if signature.batchable else 1
         batcher = entry.batcher
         if batcher is None:

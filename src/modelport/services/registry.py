@@ -32,6 +32,12 @@ def check_model_name(name: str) -> None:
         )
 
 
+def _read_signature(source: Path, config: VersionConfig) -> Signature:
+    if not source.exists():
+        raise InvalidInput(f"artifact path {source} does not exist")
+    return read_signature(source, config.runtime)
+
+
 class RegistryService:
     def __init__(self, store: RegistryStore, artifacts: ArtifactStore) -> None:
         self._store = store
@@ -52,9 +58,7 @@ class RegistryService:
         before anything is written, so a push that fails leaves the registry as it was."""
         check_model_name(name)
         config = config or VersionConfig()
-        if not source.exists():
-            raise InvalidInput(f"artifact path {source} does not exist")
-        signature: Signature = await asyncio.to_thread(read_signature, source, config.runtime)
+        signature: Signature = await asyncio.to_thread(_read_signature, source, config)
         warmup_requests(signature, config.warmup, name)
         uri, sha256 = await asyncio.to_thread(self._artifacts.put, name, source)
         await self._store.ensure_model(name, required)

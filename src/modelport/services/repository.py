@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import structlog
 
 from modelport.errors import ArtifactError, ModelNotFound
-from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.services.registry import RegistryService
+from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.stores.registry import RegistryStore
 
 log = structlog.get_logger("modelport.repository")
@@ -61,8 +61,9 @@ class RepositoryService:
             if not loaded:
                 latest = await self._store.latest_version(model.name)
                 entries.append(
-                    IndexEntry(model.name, latest.version if latest else None, "UNAVAILABLE",
-                               "not loaded")
+                    IndexEntry(
+                        model.name, latest.version if latest else None, "UNAVAILABLE", "not loaded"
+                    )
                 )
             entries.extend(
                 IndexEntry(v.model, v.version, v.state.value, v.error or "") for v in loaded

@@ -1,1 +1,1 @@
-"""The serving engine: tensor codec, signatures, runtimes, the dynamic batcher and the model pool."""
+"""The serving engine: tensor codec, signatures, runtimes, batcher and model pool."""

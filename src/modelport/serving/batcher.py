@@ -187,7 +187,9 @@ class Batcher:
             raise QueueFull(self._label, self._config.max_queue_size, 1.0)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        state.pending.append(Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline))
+        state.pending.append(
+            Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline)
+        )
         state.rows += rows
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
@@ -277,8 +279,10 @@ class Batcher:
             parts = split(outputs, batch)
         except Exception as exc:  # noqa: BLE001 - any runtime failure fails this batch only
             self._observer.batch(rows, loop.time() - started, ok=False)
-            error = exc if isinstance(exc, ModelportError) else InferenceFailed(
-                f"{self._label} failed on a batch of {rows} rows: {exc}"
+            error = (
+                exc
+                if isinstance(exc, ModelportError)
+                else InferenceFailed(f"{self._label} failed on a batch of {rows} rows: {exc}")
             )
             log.warning("batch_failed", model=self._label, rows=rows, error=str(error))
             for item in batch:

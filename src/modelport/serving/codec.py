@@ -138,7 +138,9 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
         count *= d
     shape = tuple(shape_raw)
     params = raw.get("parameters")
-    size = None if params is None else _parameters(params, f"input '{name}'").get("binary_data_size")
+    size = (
+        None if params is None else _parameters(params, f"input '{name}'").get("binary_data_size")
+    )
     if size is not None:
         if "data" in raw:
             raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
@@ -156,7 +158,9 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
     return InputTensor(name, datatype, shape, array), 0
 
 
-def _from_json(name: str, datatype: str, shape: tuple[int, ...], count: int, data: Any) -> np.ndarray:
+def _from_json(
+    name: str, datatype: str, shape: tuple[int, ...], count: int, data: Any
+) -> np.ndarray:
     if not isinstance(data, list):
         data = [data]
     if datatype == "BYTES":

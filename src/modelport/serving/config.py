@@ -23,8 +23,10 @@ class BatchingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> BatchingConfig:
-        if any(p <= 0 or (self.max_batch_size and p > self.max_batch_size)
-               for p in self.preferred_batch_sizes):
+        if any(
+            p <= 0 or (self.max_batch_size and p > self.max_batch_size)
+            for p in self.preferred_batch_sizes
+        ):
             raise ValueError("preferred_batch_sizes must be between 1 and max_batch_size")
         self.preferred_batch_sizes = sorted(set(self.preferred_batch_sizes))
         return self

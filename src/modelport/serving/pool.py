@@ -101,9 +101,13 @@ class ModelPool:
             await self._start(entry, record)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the version FAILED
             entry.state = VersionState.FAILED
-            entry.error = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+            entry.error = (
+                exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+            )
             await self._stop(entry)
-            log.error("model_load_failed", model=entry.model, version=entry.version, error=entry.error)
+            log.error(
+                "model_load_failed", model=entry.model, version=entry.version, error=entry.error
+            )
         else:
             entry.state = VersionState.READY
             log.info(

@@ -14,7 +14,9 @@ from modelport.serving.signature import Signature, validate_inputs
 Arrays = dict[str, np.ndarray]
 
 
-def warmup_requests(signature: Signature, configured: list[dict[str, Any]], model: str) -> list[Arrays]:
+def warmup_requests(
+    signature: Signature, configured: list[dict[str, Any]], model: str
+) -> list[Arrays]:
     if configured:
         return [
             validate_inputs(signature, decode_request(orjson.dumps(body)).inputs, model)

@@ -46,7 +46,9 @@ class RegistryStore:
                 try:
                     await conn.execute(
                         insert(models).values(
-                            name=name, required=True if required is None else required, created_at=now
+                            name=name,
+                            required=True if required is None else required,
+                            created_at=now,
                         )
                     )
                 except IntegrityError:
@@ -141,9 +143,7 @@ class RegistryStore:
 
     @staticmethod
     async def _model_id(conn: Any, model: str) -> int:
-        model_id = (
-            await conn.execute(select(models.c.id).where(models.c.name == model))
-        ).scalar()
+        model_id = (await conn.execute(select(models.c.id).where(models.c.name == model))).scalar()
         if model_id is None:
             raise ModelNotFound(model)
         return int(model_id)

@@ -11,7 +11,10 @@ from pathlib import Path
 from modelport.serving.config import RuntimeConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.runtimes.onnx import OnnxRuntime, read_onnx_signature
-from modelport.serving.runtimes.text_embedding import TextEmbeddingRuntime, read_text_embedding_signature
+from modelport.serving.runtimes.text_embedding import (
+    TextEmbeddingRuntime,
+    read_text_embedding_signature,
+)
 from modelport.serving.signature import Signature
 
 __all__ = ["Runtime", "load_runtime", "read_signature"]

@@ -49,9 +49,7 @@ def _spec(value: Any) -> TensorSpec:
             f"tensor '{value.name}' has ONNX element type {tensor_type.elem_type}, which the "
             "Open Inference Protocol cannot carry"
         )
-    dims = tuple(
-        d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim
-    )
+    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
     return TensorSpec(value.name, datatype, dims)
 
 
@@ -77,7 +75,8 @@ class OnnxRuntime:
     def __init__(self, path: Path, config: RuntimeConfig) -> None:
         self._session = create_session(onnx_file(path), config)
         inputs = tuple(
-            TensorSpec(i.name, ORT_TYPES[i.type], _dims(i.shape)) for i in self._session.get_inputs()
+            TensorSpec(i.name, ORT_TYPES[i.type], _dims(i.shape))
+            for i in self._session.get_inputs()
         )
         outputs = tuple(
             TensorSpec(o.name, ORT_TYPES[o.type], _dims(o.shape))
