@@ -224,6 +224,8 @@ def children_cpu() -> float:
 def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> float:
     """Wait (up to ``max_wait`` s) until the machine is idle apart from us; return the last
     one-second sample of busy cores. Other work on the machine skews every number here."""
+    if max_wait <= 0:
+        return float("nan")
     start = time.monotonic()
     while True:
         busy0, t0 = machine_cpu()[0], time.monotonic()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -307,30 +308,23 @@ def main_server(
         assert [r.version for r in records if r.model == "versioned"] == ["1", "2"]
 
         models["toggle"] = identity_model(build / "toggle.onnx", "FP32", ("batch", 4))
-        pushed = run_cli(
-            workdir,
-            db,
-            "models",
-            "push",
-            "toggle",
-            str(models["toggle"]),
-            "--required",
-            "--max-batch-size",
-            "16",
-            "--max-queue-delay-ms",
-            "0.5",
-        )
-        assert "registered toggle version 1" in pushed.stdout, pushed.stdout
         broken = unloadable_model(build / "broken.onnx")
-        pushed = run_cli(workdir, db, "models", "push", "broken_optional", str(broken), "--optional")
-        assert "registered broken_optional version 1" in pushed.stdout, pushed.stdout
+        cli_pushes = [
+            ("toggle", str(models["toggle"]), "--required", "--max-batch-size", "16",
+             "--max-queue-delay-ms", "0.5"),
+            ("broken_optional", str(broken), "--optional"),
+        ]  # fmt: skip
+        with ThreadPoolExecutor(len(cli_pushes)) as pool:
+            results = list(pool.map(lambda a: run_cli(workdir, db, "models", "push", *a), cli_pushes))
+        for (name, *_), result in zip(cli_pushes, results, strict=True):
+            assert f"registered {name} version 1" in result.stdout, result.stdout
 
         server = stack.enter_context(running_server(workdir, db, access_log="true"))
         server.models = models
         yield server
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def client(main_server: Server) -> Iterator[httpx.Client]:
     with main_server.client() as http:
         yield http

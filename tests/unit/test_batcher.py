@@ -461,10 +461,6 @@ async def test_observer_hears_about_successful_and_failed_batches(
         def __init__(self) -> None:
             self.batches: list[tuple[int, bool]] = []
             self.waits: list[float] = []
-            self.depths: list[int] = []
-
-        def queue_depth(self, rows: int) -> None:
-            self.depths.append(rows)
 
         def queue_wait(self, seconds: float) -> None:
             self.waits.append(seconds)
@@ -491,4 +487,4 @@ async def test_observer_hears_about_successful_and_failed_batches(
 
     assert observer.batches == [(3, True), (2, False)]
     assert len(observer.waits) == 2 and all(w >= 0 for w in observer.waits)
-    assert observer.depths[-1] == 0
+    assert batcher.queued_rows == 0

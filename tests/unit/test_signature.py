@@ -135,4 +135,4 @@ def test_batchable_means_every_tensor_has_a_dynamic_leading_dimension() -> None:
 
 def test_signature_survives_a_dict_round_trip() -> None:
     assert Signature.from_dict(BATCHABLE.to_dict()) == BATCHABLE
-    assert BATCHABLE.output_names() == ("scores",)
+    assert BATCHABLE.output_names == ("scores",)

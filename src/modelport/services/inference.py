@@ -10,10 +10,12 @@ import numpy as np
 
 from modelport.errors import (
     DeadlineExceeded,
+    InferenceFailed,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
     ModelportError,
+    QueueFull,
     VersionNotFound,
 )
 from modelport.serving.codec import InferRequest
@@ -123,8 +125,12 @@ class InferenceService:
 def _outcome(exc: ModelportError) -> str:
     if isinstance(exc, InvalidInput):
         return "invalid_input"
-    if isinstance(exc, DeadlineExceeded):
-        return "deadline_exceeded"
+    if isinstance(exc, QueueFull):
+        return "queue_full"
     if isinstance(exc, ModelNotReady):
         return "not_ready"
-    return type(exc).__name__.lower()
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline_exceeded"
+    if isinstance(exc, InferenceFailed):
+        return "inference_failed"
+    return "error"
