@@ -387,7 +387,13 @@ def run_wrk(
     ]
     env = {**os.environ, "WRK_BODY_FILE": str(body_file)}
     done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=duration + 60, check=False
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     match = re.search(r"^BENCH_RESULT (\{.*\})$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:

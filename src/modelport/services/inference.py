@@ -101,9 +101,10 @@ class InferenceService:
                     (out.name, request.binary_output if out.binary is None else out.binary)
                 )
         rows = next(iter(arrays.values())).shape[0] if signature.batchable else 1
-        batcher = entry.batcher
-        if batcher is None:
+        batcher, runtime = entry.batcher, entry.runtime
+        if batcher is None or runtime is None:
             raise ModelNotReady(f"{entry.label} is not loaded")
+        runtime.check(arrays)
         loop = asyncio.get_running_loop()
         outputs = await batcher.submit(arrays, rows, loop.time() + self._timeout(request))
         return InferResult(

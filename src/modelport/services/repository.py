@@ -44,6 +44,12 @@ class RepositoryService:
         await self._refresh_required()
         if entry.state is not VersionState.READY:
             raise ArtifactError(f"{entry.label} failed to load: {entry.error}")
+        if version is None:
+            # The newest version now serves unpinned traffic; older ones finish what they
+            # queued and unload, so no request is dropped by the swap.
+            for older in self._pool.versions_of(model):
+                if int(older.version) < int(entry.version):
+                    await self._pool.unload(model, older.version)
         return entry
 
     async def unload(self, model: str) -> list[str]:

@@ -12,6 +12,7 @@ import onnxruntime as ort
 from modelport.errors import ArtifactError
 from modelport.serving.config import RuntimeConfig
 from modelport.serving.datatypes import NUMPY_DTYPES, ONNX_ELEM_TYPES, ORT_TYPES
+from modelport.serving.runtimes.base import check_utf8
 from modelport.serving.signature import Signature, TensorSpec
 
 
@@ -89,6 +90,10 @@ class OnnxRuntime:
     @property
     def signature(self) -> Signature:
         return self._signature
+
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        for name in self._string_inputs:
+            check_utf8(name, inputs[name])
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {

@@ -14,8 +14,9 @@ import numpy as np
 import onnx
 from tokenizers import Tokenizer
 
-from modelport.errors import ArtifactError, InvalidInput
+from modelport.errors import ArtifactError
 from modelport.serving.config import RuntimeConfig
+from modelport.serving.runtimes.base import check_utf8
 from modelport.serving.runtimes.onnx import create_session
 from modelport.serving.signature import Signature, TensorSpec
 
@@ -63,13 +64,14 @@ class TextEmbeddingRuntime:
     def signature(self) -> Signature:
         return self._signature
 
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        check_utf8(INPUT_NAME, inputs[INPUT_NAME])
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = []
-        for item in inputs[INPUT_NAME].reshape(-1):
-            try:
-                texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-            except UnicodeDecodeError:
-                raise InvalidInput("every text must be valid UTF-8") from None
+        texts = [
+            item.decode("utf-8") if isinstance(item, bytes) else str(item)
+            for item in inputs[INPUT_NAME].reshape(-1)
+        ]
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
