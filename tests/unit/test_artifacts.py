@@ -239,12 +239,28 @@ def test_remote_folder_is_copied_into_the_cache_whole(
     assert tree(local) == tree(model_folder)
 
 
-def test_tampered_cached_copy_is_refused(
+def test_damaged_cached_copy_is_fetched_again_and_verified(
     memory_root: str, tmp_path: Path, model_file: Path
 ) -> None:
     store = ArtifactStore(f"memory://{memory_root}", tmp_path / "cache")
     uri, sha = store.put("clf", model_file)
     store.materialise(uri, sha).write_bytes(b"swapped in the cache")
+
+    local = store.materialise(uri, sha)
+
+    assert local.read_bytes() == model_file.read_bytes()
+
+
+def test_tampered_remote_artifact_is_refused(
+    memory_root: str, tmp_path: Path, model_file: Path
+) -> None:
+    import fsspec
+
+    store = ArtifactStore(f"memory://{memory_root}", tmp_path / "cache")
+    uri, sha = store.put("clf", model_file)
+    fs, path = fsspec.core.url_to_fs(uri)
+    with fs.open(path, "wb") as fh:
+        fh.write(b"swapped in the store")
 
     with pytest.raises(ArtifactError, match="sha256"):
         store.materialise(uri, sha)

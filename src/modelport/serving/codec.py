@@ -123,7 +123,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
     if not isinstance(name, str) or not name:
         raise InvalidInput("each input needs a 'name' string")
     datatype = raw.get("datatype")
-    if datatype not in NUMPY_DTYPES:
+    if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
         raise InvalidInput(
             f"input '{name}' has datatype {datatype!r}; expected one of "
             f"{', '.join(sorted(NUMPY_DTYPES))}"
@@ -144,7 +144,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
     if size is not None:
         if "data" in raw:
             raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise InvalidInput(
                 f"input '{name}' declares binary_data_size={size!r} but only "
                 f"{len(binary) - offset} binary bytes remain in the body"
@@ -176,13 +176,21 @@ def _from_json(
         return out.reshape(shape)
     dtype = NUMPY_DTYPES[datatype]
     try:
-        array = np.asarray(data, dtype=dtype)
+        with np.errstate(over="raise", invalid="raise"):
+            array = np.asarray(data, dtype=dtype)
+    except FloatingPointError:
+        raise InvalidInput(f"input '{name}' has values outside the range of {datatype}") from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"input '{name}' data cannot be read as {datatype}: {_first_line(exc)}"
         ) from None
     if array.size != count:
         raise _count_mismatch(name, shape, count, array.size)
+    if dtype.kind == "f" and np.isnan(array).any():
+        # JSON has no NaN literal: a NaN here came from null or a string.
+        raise InvalidInput(
+            f"input '{name}' has null or non-numeric values; {datatype} needs numbers"
+        )
     if datatype == "BOOL" and not _only_bools(data):
         raise InvalidInput(f"input '{name}' is BOOL: every element must be true or false")
     return array.reshape(shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import fsspec
 
@@ -64,6 +65,15 @@ class ArtifactStore:
             self._fs.mv(staging, f"{self._root}/{model}/{sha}", recursive=True)
         return self._uri(target), sha
 
+    def _download(self, fs: Any, path: str, sha256: str, local: Path) -> None:
+        tmp = self._cache_dir / f".{sha256}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fs.get(path, str(tmp / Path(path).name), recursive=fs.isdir(path))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        (tmp / Path(path).name).rename(local)
+        shutil.rmtree(tmp, ignore_errors=True)
+
     def materialise(self, uri: str, sha256: str) -> Path:
         """A local path holding the artifact, verified against ``sha256``."""
         fs, path = fsspec.core.url_to_fs(uri)
@@ -74,14 +84,11 @@ class ArtifactStore:
                 raise ArtifactError(f"artifact {uri} is missing from the artifact store")
         else:
             local = self._cache_dir / sha256 / Path(path).name
+            if local.exists() and artifact_sha256(local) != sha256:
+                # A damaged cached copy is discarded and fetched again, once.
+                shutil.rmtree(local.parent, ignore_errors=True)
             if not local.exists():
-                tmp = self._cache_dir / f".{sha256}.partial"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                fs.get(path, str(tmp / Path(path).name), recursive=fs.isdir(path))
-                local.parent.mkdir(parents=True, exist_ok=True)
-                (tmp / Path(path).name).rename(local)
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._download(fs, path, sha256, local)
         actual = artifact_sha256(local)
         if actual != sha256:
             raise ArtifactError(
