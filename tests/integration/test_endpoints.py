@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -435,13 +436,15 @@ def test_openapi_documents_the_infer_route(client: httpx.Client) -> None:
 
 
 def test_cli_lists_and_shows_the_registry(main_server: Server) -> None:
-    listed = run_cli(main_server.workdir, main_server.database_url, "models", "list").stdout
+    commands = [("models", "list"), ("models", "show", "toggle")]
+    with ThreadPoolExecutor(len(commands)) as pool:
+        listed, shown = pool.map(
+            lambda args: run_cli(main_server.workdir, main_server.database_url, *args).stdout,
+            commands,
+        )
     for name in ("ranker", "minilm", "versioned", "toggle", "broken_optional"):
         assert name in listed
     assert re.search(r"versioned\s+│\s+1, 2\s+│", listed), listed
     assert re.search(r"broken_optional\s+│.*│\s+no\s+│", listed), listed
-    shown = run_cli(
-        main_server.workdir, main_server.database_url, "models", "show", "toggle"
-    ).stdout
     assert "toggle version 1" in shown
     assert '"max_batch_size": 16' in shown
