@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelport.observability.loop_metrics import (
+    LoopCounter,
+    LoopCounterFamily,
+    LoopHistogramFamily,
+    LoopMetricsCollector,
+)
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -39,46 +46,43 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "version")
-        self.requests = Counter(
+        loop = LoopMetricsCollector()
+        self.requests = LoopCounterFamily(
             "modelport_inference_requests",
             "Inference requests by model, version and outcome.",
             (*labels, "outcome"),
-            registry=self.registry,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = LoopHistogramFamily(
             "modelport_inference_request_seconds",
             "Server-side end-to-end latency of inference requests (parse to response).",
             labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.queue_wait_seconds = Histogram(
+        self.queue_wait_seconds = LoopHistogramFamily(
             "modelport_queue_wait_seconds",
             "Time a request waited in its version's batch queue.",
             labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
         )
-        self.compute_seconds = Histogram(
-            "modelport_compute_seconds",
-            "Runtime time per batch.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.compute_seconds = LoopHistogramFamily(
+            "modelport_compute_seconds", "Runtime time per batch.", labels, LATENCY_BUCKETS
         )
-        self.batch_size = Histogram(
-            "modelport_batch_size",
-            "Rows per runtime call.",
-            labels,
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
+        self.batch_size = LoopHistogramFamily(
+            "modelport_batch_size", "Rows per runtime call.", labels, BATCH_BUCKETS
         )
-        self.batches = Counter(
-            "modelport_batches",
-            "Runtime calls by outcome.",
-            (*labels, "outcome"),
-            registry=self.registry,
+        self.batches = LoopCounterFamily(
+            "modelport_batches", "Runtime calls by outcome.", (*labels, "outcome")
         )
+        for family in (
+            self.requests,
+            self.request_seconds,
+            self.queue_wait_seconds,
+            self.compute_seconds,
+            self.batch_size,
+            self.batches,
+        ):
+            loop.add(family)
+        self.registry.register(loop)
         self.queue_depth = Gauge(
             "modelport_queue_depth_rows",
             "Rows waiting in a version's batch queue.",
@@ -105,7 +109,9 @@ class Metrics:
 
 
 class VersionMetrics:
-    """Label children bound once per version: the hot path does no label lookups."""
+    """Label children bound once per version: the hot path does no label lookups.
+
+    Every method here is called on the event loop thread only."""
 
     __slots__ = (
         "_batch_err",
@@ -130,7 +136,7 @@ class VersionMetrics:
         self._batch_ok = metrics.batches.labels(model, version, "ok")
         self._batch_err = metrics.batches.labels(model, version, "error")
         self._depth = metrics.queue_depth.labels(model, version)
-        self._outcomes: dict[str, Counter] = {}
+        self._outcomes: dict[str, LoopCounter] = {}
 
     def request(self, outcome: str, seconds: float) -> None:
         counter = self._outcomes.get(outcome)

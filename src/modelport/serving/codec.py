@@ -19,6 +19,11 @@ from modelport.errors import InvalidInput
 from modelport.serving.datatypes import NUMPY_DTYPES, datatype_of
 
 _LEN = struct.Struct("<I")
+_FLOAT_MAX = {
+    "FP16": float(np.finfo(np.float16).max),
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": float(np.finfo(np.float64).max),
+}
 _NUMPY_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -175,25 +180,46 @@ def _from_json(
                 raise InvalidInput(f"input '{name}' is BYTES: every element must be a string")
         return out.reshape(shape)
     dtype = NUMPY_DTYPES[datatype]
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            array = np.asarray(data, dtype=dtype)
-    except FloatingPointError:
-        raise InvalidInput(f"input '{name}' has values outside the range of {datatype}") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(
-            f"input '{name}' data cannot be read as {datatype}: {_first_line(exc)}"
-        ) from None
+    if dtype.kind == "f" and data and type(data[0]) is not list:
+        array = _flat_floats(name, datatype, dtype, data)
+    else:
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                array = np.asarray(data, dtype=dtype)
+        except FloatingPointError:
+            raise _out_of_range(name, datatype) from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInput(
+                f"input '{name}' data cannot be read as {datatype}: {_first_line(exc)}"
+            ) from None
+        if dtype.kind == "f" and np.isnan(array).any():
+            raise _not_numbers(name, datatype)
     if array.size != count:
         raise _count_mismatch(name, shape, count, array.size)
-    if dtype.kind == "f" and np.isnan(array).any():
-        # JSON has no NaN literal: a NaN here came from null or a string.
-        raise InvalidInput(
-            f"input '{name}' has null or non-numeric values; {datatype} needs numbers"
-        )
     if datatype == "BOOL" and not _only_bools(data):
         raise InvalidInput(f"input '{name}' is BOOL: every element must be true or false")
     return array.reshape(shape)
+
+
+def _flat_floats(name: str, datatype: str, dtype: np.dtype[Any], data: list[Any]) -> np.ndarray:
+    """The common case, kept cheap: a flat list of JSON numbers. ``min``/``max`` reject nulls
+    and strings (TypeError) and find values the datatype cannot hold before numpy would turn
+    them into inf."""
+    try:
+        if max(data) > _FLOAT_MAX[datatype] or min(data) < -_FLOAT_MAX[datatype]:
+            raise _out_of_range(name, datatype)
+    except TypeError:
+        raise _not_numbers(name, datatype) from None
+    return np.asarray(data, dtype=dtype)
+
+
+def _out_of_range(name: str, datatype: str) -> InvalidInput:
+    return InvalidInput(f"input '{name}' has values outside the range of {datatype}")
+
+
+def _not_numbers(name: str, datatype: str) -> InvalidInput:
+    # JSON has no NaN literal: a NaN here came from null or a string.
+    return InvalidInput(f"input '{name}' has null or non-numeric values; {datatype} needs numbers")
 
 
 def _only_bools(data: list[Any]) -> bool:
