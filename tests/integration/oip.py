@@ -6,6 +6,7 @@ the protocol as written, not against its own encoder.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from typing import Any
@@ -137,20 +138,23 @@ def decode_response(response: httpx.Response) -> tuple[dict[str, Any], dict[str,
     return doc, arrays
 
 
+@functools.lru_cache(maxsize=32)
+def _samples(text: str) -> tuple[tuple[str, dict[str, str], float], ...]:
+    return tuple(
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    )
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of every sample called ``name`` whose labels include ``labels`` (0 when none)."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return sum(
+        value
+        for sample_name, sample_labels, value in _samples(text)
+        if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def metric_labels(text: str, name: str) -> list[dict[str, str]]:
-    return [
-        dict(sample.labels)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    ]
+    return [labels for sample_name, labels, _ in _samples(text) if sample_name == name]

@@ -23,7 +23,9 @@ RANKER_ROW = [0.1] * 64
 def ranker_body(rows: int = 1, **extra: Any) -> dict[str, Any]:
     data = np.linspace(-1, 1, rows * 64, dtype=np.float32).reshape(rows, 64)
     return {
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 64], "data": data.tolist()}],
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [rows, 64], "data": data.tolist()}
+        ],
         **extra,
     }
 
@@ -350,6 +352,8 @@ def test_metrics(client: httpx.Client) -> None:
     )
     assert metric(after, "modelport_queue_depth_rows", **labels) == 0
     assert metric(after, "modelport_model_version_ready", **labels) == 1
+    ready_labels = metric_labels(after, "modelport_model_version_ready")
+    assert {"model": "broken_optional", "version": "1"} in ready_labels
     assert metric(after, "modelport_model_version_ready", model="broken_optional") == 0
     ready = [e for e in _index(client) if e["state"] == "READY"]
     assert metric(after, "modelport_loaded_model_versions") == len(ready)

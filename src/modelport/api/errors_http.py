@@ -5,41 +5,41 @@ from __future__ import annotations
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from modelport.api.errors import error_headers, status_for
+from modelport.api.responses import JsonResponse
 from modelport.errors import ModelportError
 
 log = structlog.get_logger("modelport.http")
 
 
 def install_error_handlers(api: FastAPI, max_request_bytes: int) -> None:
-    async def domain_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def domain_error(_request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, ModelportError)  # noqa: S101 - registered for this type only
         status = status_for(exc)
         log.warning("request_failed", status=status, error=exc.message)
         headers = {k.decode(): v.decode() for k, v in error_headers(exc)}
-        return ORJSONResponse({"error": exc.message}, status_code=status, headers=headers)
+        return JsonResponse({"error": exc.message}, status_code=status, headers=headers)
 
-    async def validation_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def validation_error(_request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
         )
-        return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+        return JsonResponse({"error": f"invalid request: {problems}"}, status_code=400)
 
-    async def http_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def http_error(_request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
         message = (
             "no such endpoint; see /docs for the API" if exc.status_code == 404 else str(exc.detail)
         )
-        return ORJSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return JsonResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
-    async def unexpected_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def unexpected_error(_request: Request, exc: Exception) -> JsonResponse:
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
-        return ORJSONResponse(
+        return JsonResponse(
             {"error": "internal error; the request id in X-Request-ID identifies it in the logs"},
             status_code=500,
         )

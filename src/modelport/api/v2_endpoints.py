@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from modelport import __version__
 from modelport.api.deps import services
+from modelport.api.responses import JsonResponse
 from modelport.container import Services
 from modelport.stores.registry import VersionRecord
 
-router = APIRouter(prefix="/v2", default_response_class=ORJSONResponse, tags=["inference"])
+router = APIRouter(prefix="/v2", tags=["inference"])
 
 ServicesDep = Annotated[Services, Depends(services)]
 
@@ -100,7 +100,7 @@ async def live() -> dict[str, bool]:
 @router.get("/health/ready", responses={503: {"description": "not ready"}})
 async def ready(svc: ServicesDep) -> Response:
     is_ready = await svc.repository.server_ready()
-    return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 def _metadata(record: VersionRecord, versions: list[str]) -> dict[str, Any]:
@@ -135,7 +135,7 @@ async def version_metadata(model: str, version: str, svc: ServicesDep) -> dict[s
 async def _ready_response(svc: Services, model: str, version: str | None) -> Response:
     await svc.registry.version(model, version)  # 404 for unknown model or version
     is_ready = svc.repository.model_ready(model, version)
-    return ORJSONResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
+    return JsonResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{model}/ready", responses={503: {"description": "not ready"}})

@@ -97,6 +97,20 @@ class InferEndpoint:
                 status=status,
                 error=exc.message,
             )
+        except Exception as exc:
+            status = 500
+            payload = error_body(
+                "internal error; the request id in X-Request-ID identifies it in the logs"
+            )
+            content_type = _JSON
+            headers = []
+            log.error(
+                "infer_crashed",
+                request_id=request_id.decode(),
+                model=model,
+                version=version,
+                exc_info=exc,
+            )
         headers.append((b"content-type", content_type))
         headers.append((b"content-length", str(len(payload)).encode()))
         headers.append((b"x-request-id", request_id))

@@ -118,7 +118,11 @@ def merge(items: Sequence[Pending]) -> Arrays:
     return {name: np.concatenate([it.inputs[name] for it in items]) for name in names}
 
 
-def split(outputs: Arrays, items: Sequence[Pending]) -> list[Arrays]:
+def split(outputs: Arrays, items: Sequence[Pending], stacked: bool = True) -> list[Arrays]:
+    """Each request's rows of the batch outputs. Unstacked (a model without a batch
+    dimension) batches hold one request, which gets the outputs as they are."""
+    if not stacked:
+        return [outputs]
     total = sum(it.rows for it in items)
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
@@ -147,6 +151,7 @@ class Batcher:
         instances: int = 1,
         label: str = "model",
         observer: BatchObserver | None = None,
+        stacked: bool = True,
     ) -> None:
         self._predict = predict
         self._config = config
@@ -161,7 +166,8 @@ class Batcher:
         self._dispatcher: asyncio.Task[None] | None = None
         self._closing = False
         self._delay = config.max_queue_delay_ms / 1000.0
-        self._max_batch = config.max_batch_size
+        self._max_batch = config.max_batch_size if stacked else 0
+        self._stacked = stacked
 
     @property
     def queued_rows(self) -> int:
@@ -276,7 +282,7 @@ class Batcher:
         try:
             merged = merge(batch)
             outputs = await loop.run_in_executor(self._executor, self._predict, merged)
-            parts = split(outputs, batch)
+            parts = split(outputs, batch, self._stacked)
         except Exception as exc:  # noqa: BLE001 - any runtime failure fails this batch only
             self._observer.batch(rows, loop.time() - started, ok=False)
             error = (

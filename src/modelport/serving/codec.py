@@ -19,6 +19,7 @@ from modelport.errors import InvalidInput
 from modelport.serving.datatypes import NUMPY_DTYPES, datatype_of
 
 _LEN = struct.Struct("<I")
+MAX_DIMS = 32
 _FLOAT_MAX = {
     "FP16": float(np.finfo(np.float16).max),
     "FP32": float(np.finfo(np.float32).max),
@@ -136,6 +137,8 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
     shape_raw = raw.get("shape")
     if type(shape_raw) is not list:
         raise InvalidInput(f"input '{name}' needs a 'shape' list of non-negative integers")
+    if len(shape_raw) > MAX_DIMS:
+        raise InvalidInput(f"input '{name}' has {len(shape_raw)} dimensions; at most {MAX_DIMS}")
     count = 1
     for d in shape_raw:
         if type(d) is not int or d < 0:

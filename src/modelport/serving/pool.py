@@ -137,16 +137,14 @@ class ModelPool:
         entry.executor = ThreadPoolExecutor(
             max_workers=instances, thread_name_prefix=f"mp-{entry.model}-{entry.version}"
         )
-        batching = entry.config.batching
-        if not entry.signature.batchable:
-            batching = batching.model_copy(update={"max_batch_size": 0})
         entry.batcher = Batcher(
             runtime.predict,
-            batching,
+            entry.config.batching,
             entry.executor,
             instances=instances,
             label=entry.label,
             observer=entry.metrics,
+            stacked=entry.signature.batchable,
         )
         entry.batcher.start()
         entry.metrics.watch_queue(entry.batcher)

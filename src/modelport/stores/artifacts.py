@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,32 @@ class ArtifactStore:
         return f"{self._protocol}://{path}"
 
     def put(self, model: str, source: Path) -> tuple[str, str]:
-        """Copy ``source`` into the store; returns ``(uri, sha256)``."""
+        """Copy ``source`` into the store; returns ``(uri, sha256)``.
+
+        The copy lands in a staging path first and is moved into place, so a reader never sees
+        half an artifact. Identical content under another file name gets its own path in the
+        same content folder; a damaged local copy is replaced."""
         sha = artifact_sha256(source)
         target = f"{self._root}/{model}/{sha}/{source.name}"
-        if not self._fs.exists(target):
-            staging = f"{self._root}/{model}/.{sha}.partial"
+        if self._fs.exists(target) and not self._damaged_local(target, sha):
+            return self._uri(target), sha
+        staging = f"{self._root}/{model}/.staging-{uuid.uuid4().hex}"
+        self._fs.makedirs(staging, exist_ok=True)
+        try:
+            self._fs.put(str(source), f"{staging}/{source.name}", recursive=source.is_dir())
+            if self._fs.exists(target):
+                self._fs.rm(target, recursive=True)
+            self._fs.makedirs(f"{self._root}/{model}/{sha}", exist_ok=True)
+            self._fs.mv(f"{staging}/{source.name}", target, recursive=source.is_dir())
+        finally:
             if self._fs.exists(staging):
                 self._fs.rm(staging, recursive=True)
-            self._fs.makedirs(staging, exist_ok=True)
-            self._fs.put(str(source), f"{staging}/{source.name}", recursive=source.is_dir())
-            self._fs.mv(staging, f"{self._root}/{model}/{sha}", recursive=True)
         return self._uri(target), sha
+
+    def _damaged_local(self, target: str, sha: str) -> bool:
+        if not _is_local(self._fs):
+            return False  # trusting content addressing; the checksum is verified on load
+        return artifact_sha256(Path(target)) != sha
 
     def _download(self, fs: Any, path: str, sha256: str, local: Path) -> None:
         tmp = self._cache_dir / f".{sha256}.partial"

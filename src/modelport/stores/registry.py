@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound
 from modelport.stores.sql.schema import model_versions, models
+
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
+
+
+def is_version_number(version: str) -> bool:
+    """Versions are written canonically ("7", never "07"), so one version has one name."""
+    return _VERSION.fullmatch(version) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +54,15 @@ class RegistryStore:
             row = (await conn.execute(select(models).where(models.c.name == name))).first()
             if row is None:
                 try:
-                    await conn.execute(
-                        insert(models).values(
-                            name=name,
-                            required=True if required is None else required,
-                            created_at=now,
+                    # A savepoint: PostgreSQL aborts the whole transaction on a failed insert.
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            insert(models).values(
+                                name=name,
+                                required=True if required is None else required,
+                                created_at=now,
+                            )
                         )
-                    )
                 except IntegrityError:
                     pass  # created concurrently: read it below
             elif required is not None and row.required != required:
@@ -79,7 +91,7 @@ class RegistryStore:
         signature: dict[str, Any],
         config: dict[str, Any],
         created_by: str,
-        attempts: int = 5,
+        attempts: int = 20,
     ) -> VersionRecord:
         """Append the next version number of ``model``; versions are never rewritten."""
         for _ in range(attempts):
@@ -108,14 +120,16 @@ class RegistryStore:
                         )
                     )
             except IntegrityError:
-                continue  # another push took this number; take the next one
+                # Another push took this number: back off a little and take the next one.
+                await asyncio.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter only
+                continue
             return VersionRecord(
                 model, str(number), artifact_uri, sha256, signature, config, now, created_by
             )
         raise Conflict(f"could not allocate a version number for model '{model}'; retry the push")
 
     async def get_version(self, model: str, version: str) -> VersionRecord | None:
-        if not version.isdigit():
+        if not is_version_number(version):
             return None
         async with self._engine.connect() as conn:
             row = (
