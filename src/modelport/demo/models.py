@@ -97,7 +97,7 @@ def ranker_config() -> VersionConfig:
 
 def minilm_config() -> VersionConfig:
     return VersionConfig(
-        batching=BatchingConfig(max_batch_size=32, max_queue_delay_ms=5.0, max_queue_size=512),
+        batching=BatchingConfig(max_batch_size=32, max_queue_delay_ms=2.0, max_queue_size=512),
         runtime=RuntimeConfig(kind="text-embedding", intra_op_threads=2, max_sequence_length=128),
         warmup=[
             {

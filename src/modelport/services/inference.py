@@ -71,7 +71,10 @@ class InferenceService:
 
     async def infer(self, model: str, version: str | None, request: InferRequest) -> InferResult:
         started = time.perf_counter()
-        entry = await self.resolve(model, version)
+        # The common case (unpinned, a READY version cached in the pool) stays synchronous.
+        entry = self._pool.newest_ready(model) if version is None else None
+        if entry is None:
+            entry = await self.resolve(model, version)
         try:
             result = await self._infer(entry, request)
         except ModelportError as exc:

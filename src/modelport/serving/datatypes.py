@@ -64,9 +64,20 @@ ONNX_ELEM_TYPES: Final[dict[int, str]] = {
 }
 
 
+_BY_DTYPE: dict[np.dtype[np.generic], str] = {}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The OIP datatype that carries ``array``'s values."""
     dt = array.dtype
+    known = _BY_DTYPE.get(dt)
+    if known is not None:
+        return known
+    _BY_DTYPE[dt] = name = _datatype_of_dtype(dt)
+    return name
+
+
+def _datatype_of_dtype(dt: np.dtype[np.generic]) -> str:
     if dt.kind in ("O", "S", "U"):
         return "BYTES"
     if dt.kind == "b":

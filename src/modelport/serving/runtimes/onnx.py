@@ -60,6 +60,10 @@ def session_options(config: RuntimeConfig) -> ort.SessionOptions:
     options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle onnxruntime workers spin by default; on a server they would take the cores the
+    # event loop needs for HTTP and batching.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
