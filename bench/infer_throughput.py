@@ -813,8 +813,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
             "## minilm (sentence embeddings)",
             "",
-            f"A second server with `minilm` also registered (demo config: {_minilm_config_text()}). "
-            "One ~20-word "
+            "A second server with `minilm` also registered (demo config: "
+            f"{_minilm_config_text()}). One ~20-word "
             f"English sentence per request (BYTES, {len(SENTENCES)} sentences cycled), "
             f"wrk -t1, {mini['duration']:g} s per point after a warmup.",
             "",
