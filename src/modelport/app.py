@@ -64,7 +64,10 @@ class ModelportApp:
         self.services = services
         api.state.services = services
         self._infer = InferEndpoint(
-            services.inference, self.settings.max_request_bytes, self.settings.access_log
+            services.inference,
+            services.authenticator,
+            self.settings.max_request_bytes,
+            self.settings.access_log,
         )
         try:
             if self.settings.load_models_on_start:
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> ModelportApp:
 def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.errors_http import install_error_handlers
     from modelport.api.metrics_endpoint import router as metrics_router
+    from modelport.api.v1_tenants import router as tenants_router
     from modelport.api.v2_endpoints import router as v2_router
 
     api = FastAPI(
@@ -99,6 +103,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     install_error_handlers(api, app.settings.max_request_bytes)
     api.include_router(v2_router)
     api.include_router(metrics_router)
+    api.include_router(tenants_router)
     return api
 
 

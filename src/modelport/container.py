@@ -10,11 +10,13 @@ from modelport.observability.metrics import Metrics
 from modelport.services.inference import InferenceService
 from modelport.services.registry import RegistryService
 from modelport.services.repository import RepositoryService
+from modelport.services.tenancy import Authenticator, TenancyService
 from modelport.serving.pool import ModelPool
-from modelport.settings import Settings
+from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.registry import RegistryStore
 from modelport.stores.sql import create_engine, migrate
+from modelport.stores.tenancy import TenancyStore
 
 
 @dataclass(slots=True)
@@ -26,6 +28,8 @@ class Services:
     registry: RegistryService
     repository: RepositoryService
     inference: InferenceService
+    tenancy: TenancyService
+    authenticator: Authenticator
 
     async def close(self) -> None:
         await self.pool.close()
@@ -37,10 +41,11 @@ async def build_services(settings: Settings) -> Services:
     await migrate(url)
     engine = create_engine(url)
     store = RegistryStore(engine)
+    tenants = TenancyStore(engine)
     artifacts = ArtifactStore(settings.artifacts_uri, settings.cache_dir)
     metrics = Metrics()
     pool = ModelPool(artifacts, metrics)
-    registry = RegistryService(store, artifacts)
+    registry = RegistryService(store, artifacts, tenants)
     return Services(
         settings=settings,
         engine=engine,
@@ -49,4 +54,11 @@ async def build_services(settings: Settings) -> Services:
         registry=registry,
         repository=RepositoryService(store, registry, pool),
         inference=InferenceService(pool, store, settings.request_timeout_ms / 1000.0),
+        tenancy=TenancyService(tenants),
+        authenticator=Authenticator(
+            tenants,
+            read_admin_key(settings),
+            settings.auth_cache_ttl_s,
+            open_as_tenant=None if settings.auth_enabled else settings.default_tenant,
+        ),
     )

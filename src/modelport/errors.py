@@ -3,6 +3,8 @@
     ModelportError
     ├── InvalidInput            the request does not match the model or the protocol
     │   └── PayloadTooLarge     the body or a tensor exceeds a configured limit
+    ├── Unauthenticated         no credentials, or credentials that are not valid
+    ├── Forbidden               valid credentials without the scope the operation needs
     ├── NotFound
     │   ├── ModelNotFound
     │   └── VersionNotFound
@@ -34,6 +36,14 @@ class InvalidInput(ModelportError):
 
 
 class PayloadTooLarge(InvalidInput):
+    pass
+
+
+class Unauthenticated(ModelportError):
+    pass
+
+
+class Forbidden(ModelportError):
     pass
 
 

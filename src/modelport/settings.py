@@ -46,5 +46,31 @@ class Settings(BaseSettings):
     access_log: bool = False
     """Write one log line per HTTP request. Errors are always logged, with their request id."""
 
+    admin_key: SecretStr | None = None
+    """Platform bootstrap key: manages tenants and their keys. Give it as a secret, or as
+    ``MODELPORT_ADMIN_KEY_FILE``; there is no default."""
+
+    admin_key_file: Path | None = None
+    """File holding the platform bootstrap key (e.g. a mounted Kubernetes secret)."""
+
+    auth_enabled: bool = True
+    """Require an API key on every endpoint but health and server metadata. Turning it off
+    serves everything as tenant ``default_tenant`` with every scope: for local experiments only."""
+
+    default_tenant: str = "default"
+    """The tenant every request acts in when ``auth_enabled`` is false."""
+
+    auth_cache_ttl_s: float = Field(default=1.0, gt=0, le=60)
+    """How long a key lookup is cached; a revoked key stops working within this time."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
+
+
+def read_admin_key(settings: Settings) -> str | None:
+    """The bootstrap key from ``MODELPORT_ADMIN_KEY`` or the file ``MODELPORT_ADMIN_KEY_FILE``."""
+    if settings.admin_key is not None:
+        return settings.admin_key.get_secret_value().strip() or None
+    if settings.admin_key_file is not None:
+        return settings.admin_key_file.read_text().strip() or None
+    return None

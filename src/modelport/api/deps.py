@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, cast
 
-from fastapi import Request
+from fastapi import Depends, Request
+
+from modelport.services.tenancy import Principal
 
 if TYPE_CHECKING:
     from modelport.container import Services
@@ -10,3 +13,24 @@ if TYPE_CHECKING:
 
 def services(request: Request) -> Services:
     return cast("Services", request.app.state.services)
+
+
+async def principal(request: Request) -> Principal:
+    svc = services(request)
+    return await svc.authenticator.authenticate(request.headers.get("authorization"))
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def tenant_with(scope: str) -> Callable[[Principal], Awaitable[str]]:
+    """A dependency giving the caller's tenant, if the caller holds ``scope`` in it."""
+
+    async def dependency(caller: PrincipalDep) -> str:
+        return caller.tenant_for(scope)
+
+    return dependency
+
+
+ReadTenant = Annotated[str, Depends(tenant_with("read"))]
+WriteTenant = Annotated[str, Depends(tenant_with("write"))]

@@ -10,17 +10,21 @@ from modelport.errors import (
     ArtifactError,
     Conflict,
     DeadlineExceeded,
+    Forbidden,
     InferenceFailed,
     InvalidInput,
     ModelportError,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
     Unavailable,
 )
 
 _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (PayloadTooLarge, 413),
     (InvalidInput, 400),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (Unavailable, 503),
@@ -45,4 +49,6 @@ def error_body(message: str) -> bytes:
 def error_headers(exc: ModelportError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, Unavailable):
         return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
+    if isinstance(exc, Unauthenticated):
+        return [(b"www-authenticate", b'Bearer realm="modelport"')]
     return []

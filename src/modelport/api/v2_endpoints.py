@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, Field
 
 from modelport import __version__
-from modelport.api.deps import services
+from modelport.api.deps import ReadTenant, WriteTenant, services
 from modelport.api.responses import JsonResponse
 from modelport.container import Services
 from modelport.stores.registry import VersionRecord
@@ -115,39 +115,41 @@ def _metadata(record: VersionRecord, versions: list[str]) -> dict[str, Any]:
 
 
 @router.get("/models/{model}", response_model=ModelMetadata)
-async def model_metadata(model: str, svc: ServicesDep) -> dict[str, Any]:
-    description = await svc.registry.describe(model)
-    serving = svc.pool.newest_ready(model)
+async def model_metadata(model: str, tenant: ReadTenant, svc: ServicesDep) -> dict[str, Any]:
+    description = await svc.registry.describe(tenant, model)
+    serving = svc.pool.newest_ready(tenant, model)
     record = (
-        await svc.registry.version(model, serving.version)
+        await svc.registry.version(tenant, model, serving.version)
         if serving is not None
-        else await svc.registry.version(model)
+        else await svc.registry.version(tenant, model)
     )
     return _metadata(record, [v.version for v in description.versions])
 
 
 @router.get("/models/{model}/versions/{version}", response_model=ModelMetadata)
-async def version_metadata(model: str, version: str, svc: ServicesDep) -> dict[str, Any]:
-    record = await svc.registry.version(model, version)
+async def version_metadata(
+    model: str, version: str, tenant: ReadTenant, svc: ServicesDep
+) -> dict[str, Any]:
+    record = await svc.registry.version(tenant, model, version)
     return _metadata(record, [record.version])
 
 
-async def _ready_response(svc: Services, model: str, version: str | None) -> Response:
-    await svc.registry.version(model, version)  # 404 for unknown model or version
-    is_ready = svc.repository.model_ready(model, version)
+async def _ready_response(svc: Services, tenant: str, model: str, version: str | None) -> Response:
+    await svc.registry.version(tenant, model, version)  # 404 for unknown model or version
+    is_ready = svc.repository.model_ready(tenant, model, version)
     return JsonResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{model}/ready", responses={503: {"description": "not ready"}})
-async def model_ready(model: str, svc: ServicesDep) -> Response:
-    return await _ready_response(svc, model, None)
+async def model_ready(model: str, tenant: ReadTenant, svc: ServicesDep) -> Response:
+    return await _ready_response(svc, tenant, model, None)
 
 
 @router.get(
     "/models/{model}/versions/{version}/ready", responses={503: {"description": "not ready"}}
 )
-async def version_ready(model: str, version: str, svc: ServicesDep) -> Response:
-    return await _ready_response(svc, model, version)
+async def version_ready(model: str, version: str, tenant: ReadTenant, svc: ServicesDep) -> Response:
+    return await _ready_response(svc, tenant, model, version)
 
 
 @router.post("/models/{model}/infer", response_model=InferResponseDoc)
@@ -166,9 +168,11 @@ async def version_infer_doc(
 
 @router.post("/repository/index", response_model=list[RepositoryIndexEntry], tags=["repository"])
 async def repository_index(
-    svc: ServicesDep, body: Annotated[RepositoryIndexRequest | None, Body()] = None
+    tenant: ReadTenant,
+    svc: ServicesDep,
+    body: Annotated[RepositoryIndexRequest | None, Body()] = None,
 ) -> list[dict[str, Any]]:
-    entries = await svc.repository.index(ready_only=bool(body and body.ready))
+    entries = await svc.repository.index(tenant, ready_only=bool(body and body.ready))
     return [_entry(e) for e in entries]
 
 
@@ -177,12 +181,12 @@ def _entry(e: Any) -> dict[str, Any]:
 
 
 @router.post("/repository/models/{model}/load", tags=["repository"])
-async def repository_load(model: str, svc: ServicesDep) -> dict[str, Any]:
-    entry = await svc.repository.load(model)
+async def repository_load(model: str, tenant: WriteTenant, svc: ServicesDep) -> dict[str, Any]:
+    entry = await svc.repository.load(tenant, model)
     return {"name": entry.model, "version": entry.version, "state": entry.state.value}
 
 
 @router.post("/repository/models/{model}/unload", tags=["repository"])
-async def repository_unload(model: str, svc: ServicesDep) -> dict[str, Any]:
-    versions = await svc.repository.unload(model)
+async def repository_unload(model: str, tenant: WriteTenant, svc: ServicesDep) -> dict[str, Any]:
+    versions = await svc.repository.unload(tenant, model)
     return {"name": model, "unloaded": versions}

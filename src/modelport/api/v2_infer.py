@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from modelport.api.errors import error_body, error_headers, status_for
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.services.inference import InferenceService
+from modelport.services.tenancy import Authenticator
 from modelport.serving.codec import decode_request, encode_response
 
 log = structlog.get_logger("modelport.http")
@@ -38,9 +39,14 @@ def match_infer_path(path: str) -> tuple[str, str | None] | None:
 
 class InferEndpoint:
     def __init__(
-        self, inference: InferenceService, max_request_bytes: int, access_log: bool
+        self,
+        inference: InferenceService,
+        authenticator: Authenticator,
+        max_request_bytes: int,
+        access_log: bool,
     ) -> None:
         self._inference = inference
+        self._auth = authenticator
         self._max = max_request_bytes
         self._access_log = access_log
 
@@ -56,8 +62,11 @@ class InferEndpoint:
         header_length: int | None = None
         content_length: int | None = None
         encoding = b""
+        authorization: str | None = None
         for key, value in scope["headers"]:
-            if key == b"content-length":
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"content-length":
                 content_length = int(value) if value.isdigit() else None
             elif key == b"inference-header-content-length":
                 header_length = int(value) if value.isdigit() else -1
@@ -66,6 +75,7 @@ class InferEndpoint:
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         try:
+            tenant = (await self._auth.authenticate(authorization)).tenant_for("infer")
             if content_length is not None and content_length > self._max:
                 raise _too_large(content_length, self._max)
             body = await _read_body(receive, self._max)
@@ -74,7 +84,7 @@ class InferEndpoint:
             if encoding and encoding != b"identity":
                 body = _decompress(body, encoding, self._max)
             request = decode_request(body, header_length)
-            result = await self._inference.infer(model, version, request)
+            result = await self._inference.infer(tenant, model, version, request)
             payload, json_length = encode_response(
                 result.model, result.version, result.outputs, result.id
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import demo, models, serve
+from modelport.cli import demo, models, serve, tenants
 
 app = typer.Typer(
     name="modelport",
@@ -13,6 +13,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(tenants.tenants_app, name="tenants")
+app.add_typer(tenants.keys_app, name="keys")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("migrate")(serve.migrate_command)

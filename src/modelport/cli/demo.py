@@ -1,7 +1,16 @@
-"""``modelport demo``: build the demo models, register them once, and serve."""
+"""``modelport demo``: build the demo models, register them once, and serve.
+
+The demo runs with authentication on, like production: it creates the ``demo`` tenant that owns
+the demo models, a platform admin key (``var/admin.key``) unless one is configured, and a demo
+key (``var/demo.key``, scopes infer, read and write). Both files are mode 0600 and are reused on
+the next start while the key still works.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -12,41 +21,84 @@ from modelport.cli.models import run_with_services
 from modelport.cli.serve import run_server
 from modelport.container import Services
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
+from modelport.errors import Unauthenticated
 from modelport.settings import Settings
 
 console = Console()
+TENANT = "demo"
 
 
-async def _register(services: Services, build_dir: Path) -> list[str]:
-    registered = {d.model.name for d in await services.registry.list_models() if d.versions}
+async def _register(services: Services, build_dir: Path, key_file: Path) -> tuple[list[str], str]:
+    await services.tenancy.ensure_tenant(TENANT)
+    registered = {d.model.name for d in await services.registry.list_models(TENANT) if d.versions}
     done = []
     if "ranker" not in registered:
         path = build_ranker(build_dir / "ranker.onnx")
-        await services.registry.push("ranker", path, ranker_config(), required=True)
+        await services.registry.push(TENANT, "ranker", path, ranker_config(), required=True)
         done.append("ranker")
     if "minilm" not in registered:
         folder = build_minilm(build_dir / "minilm")
-        await services.registry.push("minilm", folder, minilm_config(), required=True)
+        await services.registry.push(TENANT, "minilm", folder, minilm_config(), required=True)
         done.append("minilm")
-    return done
+    return done, await _demo_key(services, key_file)
+
+
+def _read_key(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+async def _demo_key(services: Services, key_file: Path) -> str:
+    key = await asyncio.to_thread(_read_key, key_file)
+    if key:
+        try:
+            caller = await services.authenticator.authenticate(f"Bearer {key}")
+        except Unauthenticated:
+            pass
+        else:
+            if caller.tenant == TENANT:
+                return key
+    issued = await services.tenancy.create_key(
+        TENANT, ["infer", "read", "write"], name="demo (make run)"
+    )
+    await asyncio.to_thread(_write_secret, key_file, issued.secret)
+    return issued.secret
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    path.chmod(0o600)
 
 
 def demo(
     build_dir: Annotated[Path, typer.Option(help="Where the demo models are built.")] = Path(
         "var/demo-models"
     ),
+    key_file: Annotated[Path, typer.Option(help="Where the demo key is kept.")] = Path(
+        "var/demo.key"
+    ),
     serve: Annotated[bool, typer.Option(help="Start the server after registering.")] = True,
 ) -> None:
     """Build and register the demo models (once), then serve them."""
     settings = Settings()
-    pushed = run_with_services(settings, lambda s: _register(s, build_dir))
+    if settings.admin_key is None and settings.admin_key_file is None:
+        admin_file = Path("var/admin.key")
+        if not admin_file.exists():
+            _write_secret(admin_file, "mpadmin_" + secrets.token_urlsafe(32))
+        settings = settings.model_copy(update={"admin_key_file": admin_file})
+    pushed, key = run_with_services(settings, lambda s: _register(s, build_dir, key_file))
     for name in pushed:
-        console.print(f"[green]registered demo model[/green] {name}")
+        console.print(f"[green]registered demo model[/green] {name} (tenant {TENANT})")
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"\n[bold]modelport[/bold] serving on {base}")
     console.print(f"  health   {base}/v2/health/ready")
-    console.print(f"  metrics  {base}/metrics")
-    console.print(f"  API docs {base}/docs\n")
+    console.print(f"  API docs {base}/docs")
+    console.print(f"  demo key {key_file} (tenant {TENANT}): {key}")
+    if settings.admin_key_file is not None:
+        console.print(f"  admin key {settings.admin_key_file} (tenants, keys, /metrics)\n")
+    auth = f'-H "Authorization: Bearer $(cat {key_file})"'
     ranker_body = (
         '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":['
         + ",".join(["0.1"] * 64)
@@ -54,14 +106,14 @@ def demo(
     )
     console.print("[bold]ranker[/bold]:", soft_wrap=True)
     console.print(
-        f"curl -s {base}/v2/models/ranker/infer -H 'Content-Type: application/json' "
+        f"curl -s {base}/v2/models/ranker/infer {auth} -H 'Content-Type: application/json' "
         f"-d '{ranker_body}'",
         soft_wrap=True,
         highlight=False,
     )
     console.print("[bold]minilm[/bold]:")
     console.print(
-        f"curl -s {base}/v2/models/minilm/infer -H 'Content-Type: application/json' "
+        f"curl -s {base}/v2/models/minilm/infer {auth} -H 'Content-Type: application/json' "
         '-d \'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
         '"data":["a cat sits on the mat","stock markets fell today"]}]}\'\n',
         soft_wrap=True,

@@ -22,6 +22,10 @@ app = typer.Typer(help="Register and inspect model versions.", no_args_is_help=T
 console = Console()
 T = TypeVar("T")
 
+TenantOption = Annotated[
+    str, typer.Option(envvar="MODELPORT_TENANT", help="The tenant that owns the model.")
+]
+
 
 def run_with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
     async def main() -> T:
@@ -88,6 +92,7 @@ def push(
     path: Annotated[
         Path, typer.Argument(help="An .onnx file, or a folder for text-embedding models.")
     ],
+    tenant: TenantOption = "default",
     runtime: Annotated[str | None, typer.Option(help="onnx (default) or text-embedding.")] = None,
     max_batch_size: Annotated[
         int | None, typer.Option(help="Most rows per runtime call (0: no batching).")
@@ -132,7 +137,7 @@ def push(
     )
     record = run_with_services(
         Settings(),
-        lambda s: s.registry.push(name, path, version_config, required=required),
+        lambda s: s.registry.push(tenant, name, path, version_config, required=required),
     )
     console.print(
         f"[green]registered[/green] {record.model} version {record.version} "
@@ -150,9 +155,9 @@ def _print_signature(signature: dict[str, Any]) -> None:
 
 
 @app.command("list")
-def list_models() -> None:
-    """List registered models and their versions."""
-    models = run_with_services(Settings(), lambda s: s.registry.list_models())
+def list_models(tenant: TenantOption = "default") -> None:
+    """List a tenant's models and their versions."""
+    models = run_with_services(Settings(), lambda s: s.registry.list_models(tenant))
     table = Table("model", "versions", "latest sha256", "required")
     for item in models:
         latest = item.versions[-1] if item.versions else None
@@ -169,9 +174,10 @@ def list_models() -> None:
 def show(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[str | None, typer.Argument(help="Defaults to the newest version.")] = None,
+    tenant: TenantOption = "default",
 ) -> None:
     """Describe one version: artifact, checksum, signature and config."""
-    record = run_with_services(Settings(), lambda s: s.registry.version(name, version))
+    record = run_with_services(Settings(), lambda s: s.registry.version(tenant, name, version))
     console.print(f"[bold]{record.model}[/bold] version {record.version}")
     console.print(f"artifact  {record.artifact_uri}")
     console.print(f"sha256    {record.sha256}")

@@ -45,7 +45,7 @@ class QueueLike(Protocol):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("model", "version")
+        labels = ("tenant", "model", "version")
         loop = LoopMetricsCollector()
         self.requests = LoopCounterFamily(
             "modelport_inference_requests",
@@ -101,8 +101,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def for_version(self, model: str, version: str) -> VersionMetrics:
-        return VersionMetrics(self, model, version)
+    def for_version(self, tenant: str, model: str, version: str) -> VersionMetrics:
+        return VersionMetrics(self, (tenant, model, version))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -126,16 +126,16 @@ class VersionMetrics:
         "labels",
     )
 
-    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
         self._parent = metrics
-        self.labels = (model, version)
-        self._latency = metrics.request_seconds.labels(model, version)
-        self._wait = metrics.queue_wait_seconds.labels(model, version)
-        self._compute = metrics.compute_seconds.labels(model, version)
-        self._batch_size = metrics.batch_size.labels(model, version)
-        self._batch_ok = metrics.batches.labels(model, version, "ok")
-        self._batch_err = metrics.batches.labels(model, version, "error")
-        self._depth = metrics.queue_depth.labels(model, version)
+        self.labels = labels
+        self._latency = metrics.request_seconds.labels(*labels)
+        self._wait = metrics.queue_wait_seconds.labels(*labels)
+        self._compute = metrics.compute_seconds.labels(*labels)
+        self._batch_size = metrics.batch_size.labels(*labels)
+        self._batch_ok = metrics.batches.labels(*labels, "ok")
+        self._batch_err = metrics.batches.labels(*labels, "error")
+        self._depth = metrics.queue_depth.labels(*labels)
         self._outcomes: dict[str, LoopCounter] = {}
 
     def request(self, outcome: str, seconds: float) -> None:

@@ -38,43 +38,45 @@ class InferenceService:
         self._registry = registry
         self._default_timeout_s = default_timeout_s
 
-    async def resolve(self, model: str, version: str | None) -> LoadedVersion:
+    async def resolve(self, tenant: str, model: str, version: str | None) -> LoadedVersion:
         """The loaded version that serves ``model`` (newest READY one unless pinned)."""
         if version is None:
-            entry = self._pool.newest_ready(model)
+            entry = self._pool.newest_ready(tenant, model)
             if entry is not None:
                 return entry
-            loading = self._pool.versions_of(model)
+            loading = self._pool.versions_of(tenant, model)
             if loading:
                 states = ", ".join(f"{v.version}: {v.state.value}" for v in loading)
                 raise ModelNotReady(f"model '{model}' has no READY version ({states})")
-            if await self._registry.get_model(model) is None:
+            if await self._registry.get_model(tenant, model) is None:
                 raise ModelNotFound(model)
             raise ModelNotReady(
                 f"model '{model}' is registered but not loaded; "
                 f"POST /v2/repository/models/{model}/load"
             )
-        entry = self._pool.get(model, version)
+        entry = self._pool.get(tenant, model, version)
         if entry is not None:
             if entry.state is not VersionState.READY:
                 detail = f": {entry.error}" if entry.error else ""
                 raise ModelNotReady(f"{entry.label} is {entry.state.value}{detail}")
             return entry
-        if await self._registry.get_model(model) is None:
+        if await self._registry.get_model(tenant, model) is None:
             raise ModelNotFound(model)
-        if await self._registry.get_version(model, version) is None:
+        if await self._registry.get_version(tenant, model, version) is None:
             raise VersionNotFound(model, version)
         raise ModelNotReady(
             f"model '{model}' version '{version}' is registered but not loaded; "
             f"POST /v2/repository/models/{model}/load"
         )
 
-    async def infer(self, model: str, version: str | None, request: InferRequest) -> InferResult:
+    async def infer(
+        self, tenant: str, model: str, version: str | None, request: InferRequest
+    ) -> InferResult:
         started = time.perf_counter()
         # The common case (unpinned, a READY version cached in the pool) stays synchronous.
-        entry = self._pool.newest_ready(model) if version is None else None
+        entry = self._pool.newest_ready(tenant, model) if version is None else None
         if entry is None:
-            entry = await self.resolve(model, version)
+            entry = await self.resolve(tenant, model, version)
         try:
             result = await self._infer(entry, request)
         except ModelportError as exc:

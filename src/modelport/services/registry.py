@@ -7,13 +7,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelport.errors import InvalidInput, ModelNotFound, VersionNotFound
+from modelport.errors import InvalidInput, ModelNotFound, NotFound, VersionNotFound
 from modelport.serving.config import VersionConfig
 from modelport.serving.runtimes import read_signature
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
+from modelport.stores.tenancy import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -39,12 +40,16 @@ def _read_signature(source: Path, config: VersionConfig) -> Signature:
 
 
 class RegistryService:
-    def __init__(self, store: RegistryStore, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, store: RegistryStore, artifacts: ArtifactStore, tenants: TenancyStore
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
+        self._tenants = tenants
 
     async def push(
         self,
+        tenant: str,
         name: str,
         source: Path,
         config: VersionConfig | None = None,
@@ -57,12 +62,16 @@ class RegistryService:
         The signature is read from the artifact and the warmup requests are checked against it
         before anything is written, so a push that fails leaves the registry as it was."""
         check_model_name(name)
+        owner = await self._tenants.get_tenant(tenant)
+        if owner is None or not owner.active:
+            raise NotFound(f"tenant '{tenant}' does not exist or is suspended")
         config = config or VersionConfig()
         signature: Signature = await asyncio.to_thread(_read_signature, source, config)
         warmup_requests(signature, config.warmup, name)
-        uri, sha256 = await asyncio.to_thread(self._artifacts.put, name, source)
-        await self._store.ensure_model(name, required)
+        uri, sha256 = await asyncio.to_thread(self._artifacts.put, f"{tenant}/{name}", source)
+        await self._store.ensure_model(tenant, name, required)
         return await self._store.add_version(
+            tenant,
             name,
             artifact_uri=uri,
             sha256=sha256,
@@ -71,25 +80,25 @@ class RegistryService:
             created_by=created_by,
         )
 
-    async def list_models(self) -> list[ModelDescription]:
+    async def list_models(self, tenant: str) -> list[ModelDescription]:
         return [
-            ModelDescription(m, await self._store.list_versions(m.name))
-            for m in await self._store.list_models()
+            ModelDescription(m, await self._store.list_versions(tenant, m.name))
+            for m in await self._store.list_models(tenant)
         ]
 
-    async def describe(self, name: str) -> ModelDescription:
-        model = await self._store.get_model(name)
+    async def describe(self, tenant: str, name: str) -> ModelDescription:
+        model = await self._store.get_model(tenant, name)
         if model is None:
             raise ModelNotFound(name)
-        return ModelDescription(model, await self._store.list_versions(name))
+        return ModelDescription(model, await self._store.list_versions(tenant, name))
 
-    async def version(self, name: str, version: str | None = None) -> VersionRecord:
-        if await self._store.get_model(name) is None:
+    async def version(self, tenant: str, name: str, version: str | None = None) -> VersionRecord:
+        if await self._store.get_model(tenant, name) is None:
             raise ModelNotFound(name)
         record = (
-            await self._store.latest_version(name)
+            await self._store.latest_version(tenant, name)
             if version is None
-            else await self._store.get_version(name, version)
+            else await self._store.get_version(tenant, name, version)
         )
         if record is None:
             raise VersionNotFound(name, version or "latest")

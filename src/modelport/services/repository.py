@@ -27,19 +27,19 @@ class RepositoryService:
         self._store = store
         self._registry = registry
         self._pool = pool
-        self._required: set[str] = set()
+        self._required: set[tuple[str, str]] = set()
 
     async def load_on_start(self) -> None:
         """Load the newest version of every registered model, one after another."""
-        for model in await self._store.list_models():
-            latest = await self._store.latest_version(model.name)
+        for model in await self._store.list_models(None):
+            latest = await self._store.latest_version(model.tenant, model.name)
             if latest is not None:
                 await self._pool.load(latest)
         await self._refresh_required()
 
-    async def load(self, model: str, version: str | None = None) -> LoadedVersion:
+    async def load(self, tenant: str, model: str, version: str | None = None) -> LoadedVersion:
         """Load a version (the newest when not given); raises if it does not become READY."""
-        record = await self._registry.version(model, version)
+        record = await self._registry.version(tenant, model, version)
         entry = await self._pool.load(record)
         await self._refresh_required()
         if entry.state is not VersionState.READY:
@@ -47,25 +47,26 @@ class RepositoryService:
         if version is None:
             # The newest version now serves unpinned traffic; older ones finish what they
             # queued and unload, so no request is dropped by the swap.
-            for older in self._pool.versions_of(model):
+            for older in self._pool.versions_of(tenant, model):
                 if int(older.version) < int(entry.version):
-                    await self._pool.unload(model, older.version)
+                    await self._pool.unload(tenant, model, older.version)
         return entry
 
-    async def unload(self, model: str) -> list[str]:
-        if await self._store.get_model(model) is None and not self._pool.versions_of(model):
+    async def unload(self, tenant: str, model: str) -> list[str]:
+        loaded = self._pool.versions_of(tenant, model)
+        if await self._store.get_model(tenant, model) is None and not loaded:
             raise ModelNotFound(model)
-        versions = [v.version for v in self._pool.versions_of(model)]
+        versions = [v.version for v in loaded]
         for version in versions:
-            await self._pool.unload(model, version)
+            await self._pool.unload(tenant, model, version)
         return versions
 
-    async def index(self, ready_only: bool = False) -> list[IndexEntry]:
+    async def index(self, tenant: str, ready_only: bool = False) -> list[IndexEntry]:
         entries: list[IndexEntry] = []
-        for model in await self._store.list_models():
-            loaded = self._pool.versions_of(model.name)
+        for model in await self._store.list_models(tenant):
+            loaded = self._pool.versions_of(tenant, model.name)
             if not loaded:
-                latest = await self._store.latest_version(model.name)
+                latest = await self._store.latest_version(tenant, model.name)
                 entries.append(
                     IndexEntry(
                         model.name, latest.version if latest else None, "UNAVAILABLE", "not loaded"
@@ -86,13 +87,15 @@ class RepositoryService:
             log.warning("readiness_registry_unavailable", error=type(exc).__name__)
         if not self._required:
             return False
-        return all(self._pool.newest_ready(name) is not None for name in self._required)
+        return all(self._pool.newest_ready(*key) is not None for key in self._required)
 
-    def model_ready(self, model: str, version: str | None) -> bool:
+    def model_ready(self, tenant: str, model: str, version: str | None) -> bool:
         if version is None:
-            return self._pool.newest_ready(model) is not None
-        entry = self._pool.get(model, version)
+            return self._pool.newest_ready(tenant, model) is not None
+        entry = self._pool.get(tenant, model, version)
         return entry is not None and entry.state is VersionState.READY
 
     async def _refresh_required(self) -> None:
-        self._required = {m.name for m in await self._store.list_models() if m.required}
+        self._required = {
+            (m.tenant, m.name) for m in await self._store.list_models(None) if m.required
+        }

@@ -37,6 +37,7 @@ class VersionState(enum.StrEnum):
 
 @dataclass(slots=True)
 class LoadedVersion:
+    tenant: str
     model: str
     version: str
     signature: Signature
@@ -53,49 +54,56 @@ class LoadedVersion:
     def label(self) -> str:
         return f"model '{self.model}' version '{self.version}'"
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.tenant, self.model)
+
 
 class ModelPool:
     def __init__(self, artifacts: ArtifactStore, metrics: Metrics) -> None:
         self._artifacts = artifacts
         self._metrics = metrics
-        self._versions: dict[str, dict[str, LoadedVersion]] = {}
-        self._serving: dict[str, LoadedVersion] = {}
+        # Keyed by (tenant, model): two tenants' models of the same name never meet.
+        self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
+        self._serving: dict[tuple[str, str], LoadedVersion] = {}
 
-    def get(self, model: str, version: str) -> LoadedVersion | None:
-        return self._versions.get(model, {}).get(version)
+    def get(self, tenant: str, model: str, version: str) -> LoadedVersion | None:
+        return self._versions.get((tenant, model), {}).get(version)
 
-    def versions_of(self, model: str) -> list[LoadedVersion]:
-        return sorted(self._versions.get(model, {}).values(), key=lambda v: int(v.version))
+    def versions_of(self, tenant: str, model: str) -> list[LoadedVersion]:
+        versions = self._versions.get((tenant, model), {}).values()
+        return sorted(versions, key=lambda v: int(v.version))
 
     def all(self) -> list[LoadedVersion]:
         return [v for versions in self._versions.values() for v in versions.values()]
 
-    def newest_ready(self, model: str) -> LoadedVersion | None:
+    def newest_ready(self, tenant: str, model: str) -> LoadedVersion | None:
         """The version unpinned requests go to (cached: the request path asks every time)."""
-        return self._serving.get(model)
+        return self._serving.get((tenant, model))
 
-    def _refresh_serving(self, model: str) -> None:
-        ready = [v for v in self.versions_of(model) if v.state is VersionState.READY]
+    def _refresh_serving(self, tenant: str, model: str) -> None:
+        ready = [v for v in self.versions_of(tenant, model) if v.state is VersionState.READY]
         if ready:
-            self._serving[model] = ready[-1]
+            self._serving[(tenant, model)] = ready[-1]
         else:
-            self._serving.pop(model, None)
+            self._serving.pop((tenant, model), None)
 
     async def load(self, record: VersionRecord) -> LoadedVersion:
         """Load and warm ``record``; returns once it is READY or FAILED (never raises)."""
-        existing = self.get(record.model, record.version)
+        existing = self.get(record.tenant, record.model, record.version)
         if existing is not None and existing.state in (VersionState.LOADING, VersionState.READY):
             await existing.loaded.wait()
             return existing
         config = VersionConfig.model_validate(record.config)
         entry = LoadedVersion(
+            tenant=record.tenant,
             model=record.model,
             version=record.version,
             signature=Signature.from_dict(record.signature),
             config=config,
-            metrics=self._metrics.for_version(record.model, record.version),
+            metrics=self._metrics.for_version(record.tenant, record.model, record.version),
         )
-        self._versions.setdefault(record.model, {})[record.version] = entry
+        self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
         try:
             await self._start(entry, record)
@@ -112,12 +120,13 @@ class ModelPool:
             entry.state = VersionState.READY
             log.info(
                 "model_ready",
+                tenant=entry.tenant,
                 model=entry.model,
                 version=entry.version,
                 seconds=round(time.perf_counter() - started, 3),
             )
         finally:
-            self._refresh_serving(entry.model)
+            self._refresh_serving(entry.tenant, entry.model)
             self._refresh_gauges()
             entry.loaded.set()
         return entry
@@ -152,18 +161,19 @@ class ModelPool:
             rows = _rows(arrays) if entry.signature.batchable else 1
             await entry.batcher.submit(arrays, rows)
 
-    async def unload(self, model: str, version: str) -> bool:
-        entry = self._versions.get(model, {}).pop(version, None)
+    async def unload(self, tenant: str, model: str, version: str) -> bool:
+        key = (tenant, model)
+        entry = self._versions.get(key, {}).pop(version, None)
         if entry is None:
             return False
-        if not self._versions.get(model):
-            self._versions.pop(model, None)
+        if not self._versions.get(key):
+            self._versions.pop(key, None)
         entry.state = VersionState.UNLOADING
-        self._refresh_serving(model)
+        self._refresh_serving(tenant, model)
         await self._stop(entry)
-        self._metrics.version_ready.remove(model, version)
+        self._metrics.version_ready.remove(tenant, model, version)
         self._refresh_gauges()
-        log.info("model_unloaded", model=model, version=version)
+        log.info("model_unloaded", tenant=tenant, model=model, version=version)
         return True
 
     async def _stop(self, entry: LoadedVersion) -> None:
@@ -178,14 +188,16 @@ class ModelPool:
 
     async def close(self) -> None:
         for entry in self.all():
-            await self.unload(entry.model, entry.version)
+            await self.unload(entry.tenant, entry.model, entry.version)
 
     def _refresh_gauges(self) -> None:
         ready = 0
         for entry in self.all():
             is_ready = entry.state is VersionState.READY
             ready += is_ready
-            self._metrics.version_ready.labels(entry.model, entry.version).set(int(is_ready))
+            self._metrics.version_ready.labels(entry.tenant, entry.model, entry.version).set(
+                int(is_ready)
+            )
         self._metrics.loaded_versions.set(ready)
 
 

@@ -1,4 +1,8 @@
-"""The registry store: models and their immutable versions, in SQL."""
+"""The registry store: models and their immutable versions, in SQL, scoped by tenant.
+
+Every query takes the tenant: a model is identified by ``(tenant, name)``, and nothing here can
+read or write across tenants.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound
 from modelport.stores.sql.schema import model_versions, models
@@ -26,6 +30,7 @@ def is_version_number(version: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ModelRecord:
+    tenant: str
     name: str
     required: bool
     created_at: dt.datetime
@@ -33,6 +38,7 @@ class ModelRecord:
 
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
+    tenant: str
     model: str
     version: str
     artifact_uri: str
@@ -47,17 +53,21 @@ class RegistryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def ensure_model(self, name: str, required: bool | None = None) -> ModelRecord:
+    async def ensure_model(
+        self, tenant: str, name: str, required: bool | None = None
+    ) -> ModelRecord:
         """Create the model if it does not exist; update ``required`` when given."""
         now = dt.datetime.now(dt.UTC)
+        where = (models.c.tenant == tenant, models.c.name == name)
         async with self._engine.begin() as conn:
-            row = (await conn.execute(select(models).where(models.c.name == name))).first()
+            row = (await conn.execute(select(models).where(*where))).first()
             if row is None:
                 try:
                     # A savepoint: PostgreSQL aborts the whole transaction on a failed insert.
                     async with conn.begin_nested():
                         await conn.execute(
                             insert(models).values(
+                                tenant=tenant,
                                 name=name,
                                 required=True if required is None else required,
                                 created_at=now,
@@ -66,24 +76,31 @@ class RegistryStore:
                 except IntegrityError:
                     pass  # created concurrently: read it below
             elif required is not None and row.required != required:
+                await conn.execute(update(models).where(*where).values(required=required))
+            row = (await conn.execute(select(models).where(*where))).one()
+        return _model(row)
+
+    async def get_model(self, tenant: str, name: str) -> ModelRecord | None:
+        async with self._engine.connect() as conn:
+            row = (
                 await conn.execute(
-                    update(models).where(models.c.name == name).values(required=required)
+                    select(models).where(models.c.tenant == tenant, models.c.name == name)
                 )
-            row = (await conn.execute(select(models).where(models.c.name == name))).one()
-        return ModelRecord(row.name, row.required, _utc(row.created_at))
+            ).first()
+        return None if row is None else _model(row)
 
-    async def get_model(self, name: str) -> ModelRecord | None:
+    async def list_models(self, tenant: str | None) -> list[ModelRecord]:
+        """The tenant's models; every tenant's when ``tenant`` is None (server start-up)."""
+        query = select(models).order_by(models.c.tenant, models.c.name)
+        if tenant is not None:
+            query = query.where(models.c.tenant == tenant)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(models).where(models.c.name == name))).first()
-        return None if row is None else ModelRecord(row.name, row.required, _utc(row.created_at))
-
-    async def list_models(self) -> list[ModelRecord]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(models).order_by(models.c.name))).all()
-        return [ModelRecord(r.name, r.required, _utc(r.created_at)) for r in rows]
+            rows = (await conn.execute(query)).all()
+        return [_model(r) for r in rows]
 
     async def add_version(
         self,
+        tenant: str,
         model: str,
         *,
         artifact_uri: str,
@@ -98,7 +115,7 @@ class RegistryStore:
             now = dt.datetime.now(dt.UTC)
             try:
                 async with self._engine.begin() as conn:
-                    model_id = await self._model_id(conn, model)
+                    model_id = await _model_id(conn, tenant, model)
                     latest = (
                         await conn.execute(
                             select(func.max(model_versions.c.version)).where(
@@ -124,55 +141,76 @@ class RegistryStore:
                 await asyncio.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter only
                 continue
             return VersionRecord(
-                model, str(number), artifact_uri, sha256, signature, config, now, created_by
+                tenant,
+                model,
+                str(number),
+                artifact_uri,
+                sha256,
+                signature,
+                config,
+                now,
+                created_by,
             )
         raise Conflict(f"could not allocate a version number for model '{model}'; retry the push")
 
-    async def get_version(self, model: str, version: str) -> VersionRecord | None:
+    async def get_version(self, tenant: str, model: str, version: str) -> VersionRecord | None:
         if not is_version_number(version):
             return None
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    _versions_query(model).where(model_versions.c.version == int(version))
+                    _versions_query(tenant, model).where(model_versions.c.version == int(version))
                 )
             ).first()
-        return None if row is None else _version(model, row)
+        return None if row is None else _version(tenant, model, row)
 
-    async def list_versions(self, model: str) -> list[VersionRecord]:
+    async def list_versions(self, tenant: str, model: str) -> list[VersionRecord]:
         async with self._engine.connect() as conn:
             rows = (
-                await conn.execute(_versions_query(model).order_by(model_versions.c.version))
+                await conn.execute(
+                    _versions_query(tenant, model).order_by(model_versions.c.version)
+                )
             ).all()
-        return [_version(model, r) for r in rows]
+        return [_version(tenant, model, r) for r in rows]
 
-    async def latest_version(self, model: str) -> VersionRecord | None:
+    async def latest_version(self, tenant: str, model: str) -> VersionRecord | None:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    _versions_query(model).order_by(model_versions.c.version.desc()).limit(1)
+                    _versions_query(tenant, model)
+                    .order_by(model_versions.c.version.desc())
+                    .limit(1)
                 )
             ).first()
-        return None if row is None else _version(model, row)
-
-    @staticmethod
-    async def _model_id(conn: Any, model: str) -> int:
-        model_id = (await conn.execute(select(models.c.id).where(models.c.name == model))).scalar()
-        if model_id is None:
-            raise ModelNotFound(model)
-        return int(model_id)
+        return None if row is None else _version(tenant, model, row)
 
 
-def _versions_query(model: str) -> Any:
+async def _model_id(conn: AsyncConnection, tenant: str, model: str) -> int:
+    model_id = (
+        await conn.execute(
+            select(models.c.id).where(models.c.tenant == tenant, models.c.name == model)
+        )
+    ).scalar()
+    if model_id is None:
+        raise ModelNotFound(model)
+    return int(model_id)
+
+
+def _versions_query(tenant: str, model: str) -> Any:
     return (
         select(model_versions)
         .join(models, models.c.id == model_versions.c.model_id)
-        .where(models.c.name == model)
+        .where(models.c.tenant == tenant, models.c.name == model)
     )
 
 
-def _version(model: str, row: Any) -> VersionRecord:
+def _model(row: Any) -> ModelRecord:
+    return ModelRecord(row.tenant, row.name, row.required, _utc(row.created_at))
+
+
+def _version(tenant: str, model: str, row: Any) -> VersionRecord:
     return VersionRecord(
+        tenant=tenant,
         model=model,
         version=str(row.version),
         artifact_uri=row.artifact_uri,

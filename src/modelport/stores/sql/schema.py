@@ -17,13 +17,37 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
 models = Table(
     "models",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
+    Column("tenant", String(64), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
     Column("required", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "name", name="uq_models_tenant_name"),
 )
 
 model_versions = Table(

@@ -1,4 +1,4 @@
-"""registry: models and their immutable versions
+"""registry: tenants, API keys, models and their immutable versions
 
 Revision ID: 0001
 Revises:
@@ -15,11 +15,41 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "tenants",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "tenant",
+            sa.String(64),
+            sa.ForeignKey("tenants.name", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+        sa.Column("key_hash", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("scopes", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_table(
         "models",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.String(128), nullable=False, unique=True),
+        sa.Column(
+            "tenant",
+            sa.String(64),
+            sa.ForeignKey("tenants.name", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(128), nullable=False),
         sa.Column("required", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("tenant", "name", name="uq_models_tenant_name"),
     )
     op.create_table(
         "model_versions",
@@ -41,3 +71,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("model_versions")
     op.drop_table("models")
+    op.drop_table("api_keys")
+    op.drop_table("tenants")

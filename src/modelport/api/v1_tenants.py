@@ -1,0 +1,133 @@
+"""Admin API for tenants (platform admin) and their API keys (platform admin or the tenant's
+own ``admin`` scope). Another tenant's keys answer exactly like a missing tenant: 404."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from modelport.api.deps import PrincipalDep, services
+from modelport.container import Services
+from modelport.errors import NotFound
+from modelport.services.tenancy import SCOPES, Principal
+from modelport.stores.tenancy import KeyRecord, TenantRecord
+
+router = APIRouter(prefix="/v1", tags=["tenancy"])
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+class TenantIn(BaseModel):
+    name: str = Field(description="1-63 lowercase letters, digits or '-'.")
+
+
+class TenantOut(BaseModel):
+    name: str
+    status: str
+    created_at: dt.datetime
+
+
+class KeyIn(BaseModel):
+    scopes: list[str] = Field(description=f"A non-empty subset of {', '.join(SCOPES)}.")
+    name: str = Field(default="", max_length=128)
+    expires_in_s: float | None = Field(default=None, gt=0)
+
+
+class KeyOut(BaseModel):
+    prefix: str
+    tenant: str
+    name: str
+    scopes: list[str]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class IssuedKeyOut(KeyOut):
+    key: str = Field(description="The whole key. Shown once: only its hash is stored.")
+
+
+class RotateIn(BaseModel):
+    overlap_s: float = Field(default=3600, ge=0, description="How long the old key keeps working.")
+
+
+def _tenant(record: TenantRecord) -> TenantOut:
+    return TenantOut(name=record.name, status=record.status, created_at=record.created_at)
+
+
+def _key(record: KeyRecord) -> KeyOut:
+    return KeyOut(
+        prefix=record.prefix,
+        tenant=record.tenant,
+        name=record.name,
+        scopes=list(record.scopes),
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+def _key_manager(caller: Principal, tenant: str) -> None:
+    if caller.platform_admin:
+        return
+    if caller.tenant != tenant:
+        raise NotFound(f"tenant '{tenant}' does not exist")
+    caller.tenant_for("admin")
+
+
+@router.post("/tenants", response_model=TenantOut, status_code=201)
+async def create_tenant(body: TenantIn, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
+    caller.require_platform_admin()
+    return _tenant(await svc.tenancy.create_tenant(body.name))
+
+
+@router.get("/tenants", response_model=list[TenantOut])
+async def list_tenants(caller: PrincipalDep, svc: ServicesDep) -> list[TenantOut]:
+    caller.require_platform_admin()
+    return [_tenant(t) for t in await svc.tenancy.list_tenants()]
+
+
+@router.post("/tenants/{tenant}/suspend", response_model=TenantOut)
+async def suspend_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
+    caller.require_platform_admin()
+    return _tenant(await svc.tenancy.set_suspended(tenant, True))
+
+
+@router.post("/tenants/{tenant}/resume", response_model=TenantOut)
+async def resume_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
+    caller.require_platform_admin()
+    return _tenant(await svc.tenancy.set_suspended(tenant, False))
+
+
+@router.post("/tenants/{tenant}/keys", response_model=IssuedKeyOut, status_code=201)
+async def create_key(
+    tenant: str, body: KeyIn, caller: PrincipalDep, svc: ServicesDep
+) -> IssuedKeyOut:
+    _key_manager(caller, tenant)
+    issued = await svc.tenancy.create_key(
+        tenant, body.scopes, name=body.name, expires_in_s=body.expires_in_s
+    )
+    return IssuedKeyOut(**_key(issued.record).model_dump(), key=issued.secret)
+
+
+@router.get("/tenants/{tenant}/keys", response_model=list[KeyOut])
+async def list_keys(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> list[KeyOut]:
+    _key_manager(caller, tenant)
+    return [_key(k) for k in await svc.tenancy.list_keys(tenant)]
+
+
+@router.post("/tenants/{tenant}/keys/{prefix}/revoke", status_code=204)
+async def revoke_key(tenant: str, prefix: str, caller: PrincipalDep, svc: ServicesDep) -> None:
+    _key_manager(caller, tenant)
+    await svc.tenancy.revoke_key(tenant, prefix)
+
+
+@router.post("/tenants/{tenant}/keys/{prefix}/rotate", response_model=IssuedKeyOut, status_code=201)
+async def rotate_key(
+    tenant: str, prefix: str, body: RotateIn, caller: PrincipalDep, svc: ServicesDep
+) -> IssuedKeyOut:
+    _key_manager(caller, tenant)
+    issued = await svc.tenancy.rotate_key(tenant, prefix, body.overlap_s)
+    return IssuedKeyOut(**_key(issued.record).model_dump(), key=issued.secret)

@@ -1,0 +1,228 @@
+"""Tenants, API keys and who is calling.
+
+A key is ``mp_<prefix>_<secret>``: 256 random bits, shown once. Only its SHA-256 and the public
+prefix are stored; a fast hash is enough because the secret is random, not a password. Lookups
+are cached for ``ttl_s`` so authentication costs a dictionary lookup on the hot path, and a
+revoked key stops working on every replica within that time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from modelport.stores.tenancy import KeyRecord, TenancyStore, TenantRecord
+
+SCOPES = ("infer", "read", "write", "admin")
+_TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_KEY = re.compile(r"mp_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
+_CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant: str | None
+    scopes: frozenset[str]
+    key: str
+    """The key's public prefix (``platform-admin`` for the bootstrap key): safe to log."""
+    platform_admin: bool = False
+
+    def tenant_for(self, scope: str) -> str:
+        """The tenant this caller acts in, if it holds ``scope`` there."""
+        if self.tenant is None:
+            raise Forbidden(
+                "the platform admin key manages tenants and keys; use a tenant's key for this"
+            )
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        return self.tenant
+
+    def require_platform_admin(self) -> None:
+        if not self.platform_admin:
+            raise Forbidden("this operation needs the platform admin key")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    record: KeyRecord
+    secret: str
+    """The whole key. It exists only in this response; the store keeps its hash."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    prefix = secrets.token_hex(6)
+    return f"mp_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def check_tenant_name(name: str) -> None:
+    if not _TENANT.fullmatch(name):
+        raise InvalidInput(
+            f"tenant name {name!r} is not allowed: use 1-63 lowercase letters, digits or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def check_scopes(scopes: list[str]) -> tuple[str, ...]:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(SCOPES)}")
+    return tuple(s for s in SCOPES if s in scopes)
+
+
+class TenancyService:
+    def __init__(self, store: TenancyStore) -> None:
+        self._store = store
+
+    async def create_tenant(self, name: str) -> TenantRecord:
+        check_tenant_name(name)
+        return await self._store.create_tenant(name)
+
+    async def ensure_tenant(self, name: str) -> TenantRecord:
+        check_tenant_name(name)
+        return await self._store.get_tenant(name) or await self._store.create_tenant(name)
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        return await self._store.list_tenants()
+
+    async def set_suspended(self, name: str, suspended: bool) -> TenantRecord:
+        if not await self._store.set_status(name, "suspended" if suspended else "active"):
+            raise NotFound(f"tenant '{name}' does not exist")
+        tenant = await self._store.get_tenant(name)
+        assert tenant is not None  # noqa: S101 - just updated
+        return tenant
+
+    async def create_key(
+        self,
+        tenant: str,
+        scopes: list[str],
+        *,
+        name: str = "",
+        expires_in_s: float | None = None,
+    ) -> IssuedKey:
+        if await self._store.get_tenant(tenant) is None:
+            raise NotFound(f"tenant '{tenant}' does not exist")
+        checked = check_scopes(scopes)
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise InvalidInput("expires_in_s must be positive")
+        expires_at = (
+            None
+            if expires_in_s is None
+            else dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in_s)
+        )
+        secret, prefix = new_key()
+        record = await self._store.add_key(
+            tenant,
+            prefix=prefix,
+            key_hash=hash_key(secret),
+            name=name[:128],
+            scopes=checked,
+            expires_at=expires_at,
+        )
+        return IssuedKey(record, secret)
+
+    async def list_keys(self, tenant: str) -> list[KeyRecord]:
+        if await self._store.get_tenant(tenant) is None:
+            raise NotFound(f"tenant '{tenant}' does not exist")
+        return await self._store.list_keys(tenant)
+
+    async def revoke_key(self, tenant: str, prefix: str) -> None:
+        if not await self._store.revoke_key(tenant, prefix, dt.datetime.now(dt.UTC)):
+            raise NotFound(f"tenant '{tenant}' has no active key '{prefix}'")
+
+    async def rotate_key(self, tenant: str, prefix: str, overlap_s: float) -> IssuedKey:
+        """A new key with the old one's scopes; the old key keeps working for ``overlap_s``."""
+        old = await self._store.key_by_prefix(prefix)
+        now = dt.datetime.now(dt.UTC)
+        if old is None or old.tenant != tenant or not old.valid_at(now):
+            raise NotFound(f"tenant '{tenant}' has no active key '{prefix}'")
+        if overlap_s < 0:
+            raise InvalidInput("overlap_s must not be negative")
+        issued = await self.create_key(tenant, list(old.scopes), name=old.name)
+        until = now + dt.timedelta(seconds=overlap_s)
+        if old.expires_at is None or until < old.expires_at:
+            await self._store.expire_key(tenant, prefix, until)
+        return issued
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: TenancyStore,
+        admin_key: str | None,
+        ttl_s: float = 1.0,
+        *,
+        open_as_tenant: str | None = None,
+    ) -> None:
+        """``open_as_tenant`` turns authentication off: every caller acts in that tenant."""
+        self._store = store
+        self._open = (
+            None
+            if open_as_tenant is None
+            else Principal(open_as_tenant, frozenset(SCOPES), "auth-disabled")
+        )
+        self._admin_hash = hash_key(admin_key) if admin_key else None
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Principal | None, dt.datetime | None]] = {}
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal for ``token`` from the cache, or None when it must be looked up."""
+        hit = self._cache.get(token)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        principal, expires_at = hit[1], hit[2]
+        if principal is None or (expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at):
+            raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
+        return principal
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if self._open is not None:
+            return self._open
+        token = _bearer(authorization)
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        principal, expires_at = await self._lookup(token)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[token] = (time.monotonic() + self._ttl_s, principal, expires_at)
+        if principal is None:
+            raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
+        return principal
+
+    async def _lookup(self, token: str) -> tuple[Principal | None, dt.datetime | None]:
+        if self._admin_hash is not None and hmac.compare_digest(hash_key(token), self._admin_hash):
+            return Principal(None, frozenset(SCOPES), "platform-admin", platform_admin=True), None
+        match = _KEY.fullmatch(token)
+        if match is None:
+            return None, None
+        record = await self._store.key_by_prefix(match.group(1))
+        now = dt.datetime.now(dt.UTC)
+        if (
+            record is None
+            or not hmac.compare_digest(hash_key(token), record.key_hash)
+            or not record.valid_at(now)
+        ):
+            return None, None
+        tenant = await self._store.get_tenant(record.tenant)
+        if tenant is None or not tenant.active:
+            return None, None
+        return Principal(record.tenant, frozenset(record.scopes), record.prefix), record.expires_at
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("this endpoint needs an API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")
+    return token.strip()
