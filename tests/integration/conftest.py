@@ -46,11 +46,28 @@ POSTGRES_URL = os.environ.get(
 )
 STARTUP_TIMEOUT_S = 90.0
 
+#: The tenant that owns every model the tests push.
+TENANT = "acme"
+
 #: Registry backends the parametrised fixtures run on.
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 # --------------------------------------------------------------------------- servers
+
+
+class KeyAuth(httpx.Auth):
+    """The tenant's key on every request, the platform admin key on ``/metrics``; a request
+    that sets its own Authorization header keeps it."""
+
+    def __init__(self, tenant_key: str, admin_key: str) -> None:
+        self.tenant_key = tenant_key
+        self.admin_key = admin_key
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        key = self.admin_key if request.url.path == "/metrics" else self.tenant_key
+        request.headers.setdefault("Authorization", f"Bearer {key}")
+        yield request
 
 
 @dataclass
@@ -63,16 +80,25 @@ class Server:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     log_path: Path
+    admin_key: str = ""
+    key: str = ""
+    """A key of ``TENANT`` with every scope."""
     models: dict[str, Path] = field(default_factory=dict)
     """Artifacts the fixture built, by model name (to compare against onnxruntime directly)."""
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
     def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("auth", KeyAuth(self.key, self.admin_key))
         return httpx.Client(base_url=self.base_url, timeout=30.0, **kwargs)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        kwargs.setdefault("auth", KeyAuth(self.key, self.admin_key))
         return httpx.AsyncClient(base_url=self.base_url, timeout=30.0, **kwargs)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -99,6 +125,7 @@ def modelport_env(workdir: Path, database_url: str, **settings: str) -> dict[str
             "MODELPORT_ARTIFACTS_URI": str(workdir / "artifacts"),
             "MODELPORT_CACHE_DIR": str(workdir / "cache"),
             "MODELPORT_HOST": "127.0.0.1",
+            "MODELPORT_TENANT": TENANT,
             "MODELPORT_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
             "COLUMNS": "200",  # rich tables of the CLI are not wrapped
@@ -121,6 +148,8 @@ def settings_for(workdir: Path, database_url: str) -> Settings:
 def running_server(workdir: Path, database_url: str, **settings: str) -> Iterator[Server]:
     """Start ``python -m modelport serve`` and wait until it answers /v2/health/live."""
     port = free_port()
+    admin_key = "mpadmin_" + secrets.token_urlsafe(32)
+    settings.setdefault("admin_key", admin_key)
     env = modelport_env(workdir, database_url, port=str(port), **settings)
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log:
@@ -132,8 +161,10 @@ def running_server(workdir: Path, database_url: str, **settings: str) -> Iterato
             stderr=subprocess.STDOUT,
         )
     server = Server(f"http://127.0.0.1:{port}", workdir, database_url, env, process, log_path)
+    server.admin_key = settings["admin_key"]
     try:
         _wait_live(server)
+        server.key = issue_key(workdir, database_url, TENANT, ["infer", "read", "write", "admin"])
         yield server
     finally:
         _stop(server)
@@ -199,16 +230,35 @@ class Push:
     required: bool | None = None
 
 
-def push_models(workdir: Path, database_url: str, pushes: list[Push]) -> list[VersionRecord]:
+def push_models(
+    workdir: Path, database_url: str, pushes: list[Push], tenant: str = TENANT
+) -> list[VersionRecord]:
     """Register versions through the real registry service (as the CLI does, in-process)."""
 
     async def main() -> list[VersionRecord]:
         services = await build_services(settings_for(workdir, database_url))
         try:
+            await services.tenancy.ensure_tenant(tenant)
             return [
-                await services.registry.push(p.name, p.path, p.config, required=p.required)
+                await services.registry.push(
+                    tenant, p.name, p.path, p.config, required=p.required
+                )
                 for p in pushes
             ]
+        finally:
+            await services.close()
+
+    return asyncio.run(main())
+
+
+def issue_key(workdir: Path, database_url: str, tenant: str, scopes: list[str]) -> str:
+    """A new API key of ``tenant`` (created if missing), straight from the registry database."""
+
+    async def main() -> str:
+        services = await build_services(settings_for(workdir, database_url))
+        try:
+            await services.tenancy.ensure_tenant(tenant)
+            return (await services.tenancy.create_key(tenant, scopes, name="tests")).secret
         finally:
             await services.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 from modelport import __version__
 
-from .conftest import DTYPE_MODELS, Server, run_cli
+from .conftest import DTYPE_MODELS, TENANT, Server, run_cli
 from .oip import metric, metric_labels
 
 pytestmark = pytest.mark.integration
@@ -353,7 +353,7 @@ def test_metrics(client: httpx.Client) -> None:
     assert metric(after, "modelport_queue_depth_rows", **labels) == 0
     assert metric(after, "modelport_model_version_ready", **labels) == 1
     ready_labels = metric_labels(after, "modelport_model_version_ready")
-    assert {"model": "broken_optional", "version": "1"} in ready_labels
+    assert {"model": "broken_optional", "tenant": TENANT, "version": "1"} in ready_labels
     assert metric(after, "modelport_model_version_ready", model="broken_optional") == 0
     ready = [e for e in _index(client) if e["state"] == "READY"]
     assert metric(after, "modelport_loaded_model_versions") == len(ready)

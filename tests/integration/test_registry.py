@@ -14,7 +14,7 @@ from modelport.container import Services, build_services
 from modelport.errors import InvalidInput, ModelNotFound, VersionNotFound
 from modelport.serving.config import BatchingConfig, VersionConfig
 
-from .conftest import BACKENDS, registry_url, settings_for
+from .conftest import BACKENDS, TENANT, registry_url, settings_for
 from .onnx_models import identity_model
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,7 @@ def registry_db(
 async def services(registry_db: tuple[Path, str]) -> AsyncIterator[Services]:
     workdir, url = registry_db
     built = await build_services(settings_for(workdir, url))
+    await built.tenancy.ensure_tenant(TENANT)
     try:
         yield built
     finally:
@@ -47,10 +48,10 @@ def models(tmp_path: Path, count: int) -> list[Path]:
 async def test_push_records_everything(services: Services, tmp_path: Path) -> None:
     config = VersionConfig(batching=BatchingConfig(max_batch_size=7, preferred_batch_sizes=[2, 4]))
     before = dt.datetime.now(dt.UTC)
-    record = await services.registry.push("roundtrip", models(tmp_path, 1)[0], config)
+    record = await services.registry.push(TENANT, "roundtrip", models(tmp_path, 1)[0], config)
     assert record.version == "1"
 
-    stored = await services.registry.version("roundtrip", "1")
+    stored = await services.registry.version(TENANT, "roundtrip", "1")
     assert stored.config == config.model_dump(mode="json")
     assert stored.signature == {
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
@@ -61,8 +62,8 @@ async def test_push_records_everything(services: Services, tmp_path: Path) -> No
     assert stored.created_by == "cli"
     assert stored.created_at.tzinfo is not None
     assert before - dt.timedelta(seconds=5) <= stored.created_at <= dt.datetime.now(dt.UTC)
-    assert (await services.registry.version("roundtrip")).version == "1"
-    description = await services.registry.describe("roundtrip")
+    assert (await services.registry.version(TENANT, "roundtrip")).version == "1"
+    description = await services.registry.describe(TENANT, "roundtrip")
     assert description.model.required is True
     assert [v.version for v in description.versions] == ["1"]
 
@@ -71,29 +72,29 @@ async def test_versions_increase_and_required_can_change(
     services: Services, tmp_path: Path
 ) -> None:
     first, second, third = models(tmp_path, 3)
-    assert (await services.registry.push("flags", first, required=False)).version == "1"
-    assert (await services.registry.describe("flags")).model.required is False
+    assert (await services.registry.push(TENANT, "flags", first, required=False)).version == "1"
+    assert (await services.registry.describe(TENANT, "flags")).model.required is False
     # Not given: unchanged.
-    assert (await services.registry.push("flags", second)).version == "2"
-    assert (await services.registry.describe("flags")).model.required is False
-    assert (await services.registry.push("flags", third, required=True)).version == "3"
-    description = await services.registry.describe("flags")
+    assert (await services.registry.push(TENANT, "flags", second)).version == "2"
+    assert (await services.registry.describe(TENANT, "flags")).model.required is False
+    assert (await services.registry.push(TENANT, "flags", third, required=True)).version == "3"
+    description = await services.registry.describe(TENANT, "flags")
     assert description.model.required is True
     assert [v.version for v in description.versions] == ["1", "2", "3"]
-    assert (await services.registry.version("flags")).version == "3"
-    names = [d.model.name for d in await services.registry.list_models()]
+    assert (await services.registry.version(TENANT, "flags")).version == "3"
+    names = [d.model.name for d in await services.registry.list_models(TENANT)]
     assert names == sorted(names) and "flags" in names
 
 
 async def test_lookups_of_unknown_models_and_versions(services: Services, tmp_path: Path) -> None:
-    await services.registry.push("lookups", models(tmp_path, 1)[0])
+    await services.registry.push(TENANT, "lookups", models(tmp_path, 1)[0])
     with pytest.raises(ModelNotFound):
-        await services.registry.version("no-such-model")
+        await services.registry.version(TENANT, "no-such-model")
     with pytest.raises(ModelNotFound):
-        await services.registry.describe("no-such-model")
+        await services.registry.describe(TENANT, "no-such-model")
     for version in ("2", "0", "x", "-1"):
         with pytest.raises(VersionNotFound):
-            await services.registry.version("lookups", version)
+            await services.registry.version(TENANT, "lookups", version)
 
 
 async def test_a_failed_push_leaves_the_registry_as_it_was(
@@ -104,12 +105,12 @@ async def test_a_failed_push_leaves_the_registry_as_it_was(
         warmup=[{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 1], "data": [0]}]}]
     )
     with pytest.raises(InvalidInput):
-        await services.registry.push("unchanged", path, bad_warmup)
+        await services.registry.push(TENANT, "unchanged", path, bad_warmup)
     with pytest.raises(InvalidInput):
-        await services.registry.push("unchanged", tmp_path / "missing.onnx")
+        await services.registry.push(TENANT, "unchanged", tmp_path / "missing.onnx")
     with pytest.raises(InvalidInput):
-        await services.registry.push("not a valid name!", path)
-    assert "unchanged" not in {d.model.name for d in await services.registry.list_models()}
+        await services.registry.push(TENANT, "not a valid name!", path)
+    assert "unchanged" not in {d.model.name for d in await services.registry.list_models(TENANT)}
 
 
 #: Concurrent pushes of one model. ``RegistryStore.add_version`` retries a taken version number
@@ -119,11 +120,11 @@ PUSHERS = 5
 
 async def test_concurrent_pushes_get_distinct_versions(services: Services, tmp_path: Path) -> None:
     paths = models(tmp_path, PUSHERS + 1)
-    await services.registry.push("contended", paths[0])
-    records = await asyncio.gather(*(services.registry.push("contended", p) for p in paths[1:]))
+    await services.registry.push(TENANT, "contended", paths[0])
+    records = await asyncio.gather(*(services.registry.push(TENANT, "contended", p) for p in paths[1:]))
     assert sorted(int(r.version) for r in records) == list(range(2, PUSHERS + 2))
     by_version = {
-        v.version: v.sha256 for v in (await services.registry.describe("contended")).versions
+        v.version: v.sha256 for v in (await services.registry.describe(TENANT, "contended")).versions
     }
     assert {r.version: r.sha256 for r in records}.items() <= by_version.items()
 
@@ -139,7 +140,7 @@ async def test_concurrent_first_pushes_of_a_new_model(services: Services, tmp_pa
     """
     paths = models(tmp_path, PUSHERS)
     results = await asyncio.gather(
-        *(services.registry.push("brand-new", p) for p in paths), return_exceptions=True
+        *(services.registry.push(TENANT, "brand-new", p) for p in paths), return_exceptions=True
     )
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     assert not errors, errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,11 +18,25 @@ triton_utils = pytest.importorskip("tritonclient.utils")
 pytestmark = pytest.mark.integration
 
 
+class AuthedTriton:
+    """A tritonclient that sends the tenant's key on every call, as its users do."""
+
+    def __init__(self, client: Any, headers: dict[str, str]) -> None:
+        self._client = client
+        self._headers = headers
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if name.startswith(("is_", "get_", "infer", "load_", "unload_")):
+            return functools.partial(method, headers=self._headers)
+        return method
+
+
 @pytest.fixture
 def triton(main_server: Server) -> Iterator[Any]:
     client = httpclient.InferenceServerClient(url=main_server.host_port, network_timeout=30.0)
     try:
-        yield client
+        yield AuthedTriton(client, main_server.auth_header)
     finally:
         client.close()
 
