@@ -240,9 +240,7 @@ def push_models(
         try:
             await services.tenancy.ensure_tenant(tenant)
             return [
-                await services.registry.push(
-                    tenant, p.name, p.path, p.config, required=p.required
-                )
+                await services.registry.push(tenant, p.name, p.path, p.config, required=p.required)
                 for p in pushes
             ]
         finally:

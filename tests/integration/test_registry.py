@@ -121,10 +121,13 @@ PUSHERS = 5
 async def test_concurrent_pushes_get_distinct_versions(services: Services, tmp_path: Path) -> None:
     paths = models(tmp_path, PUSHERS + 1)
     await services.registry.push(TENANT, "contended", paths[0])
-    records = await asyncio.gather(*(services.registry.push(TENANT, "contended", p) for p in paths[1:]))
+    records = await asyncio.gather(
+        *(services.registry.push(TENANT, "contended", p) for p in paths[1:])
+    )
     assert sorted(int(r.version) for r in records) == list(range(2, PUSHERS + 2))
     by_version = {
-        v.version: v.sha256 for v in (await services.registry.describe(TENANT, "contended")).versions
+        v.version: v.sha256
+        for v in (await services.registry.describe(TENANT, "contended")).versions
     }
     assert {r.version: r.sha256 for r in records}.items() <= by_version.items()
 
