@@ -66,6 +66,7 @@ class ModelportApp:
         self._infer = InferEndpoint(
             services.inference,
             services.authenticator,
+            services.quotas,
             self.settings.max_request_bytes,
             self.settings.access_log,
         )

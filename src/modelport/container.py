@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.observability.metrics import Metrics
 from modelport.services.inference import InferenceService
+from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
 from modelport.services.repository import RepositoryService
 from modelport.services.tenancy import Authenticator, TenancyService
 from modelport.serving.pool import ModelPool
 from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelport.stores.registry import RegistryStore
 from modelport.stores.sql import create_engine, migrate
 from modelport.stores.tenancy import TenancyStore
@@ -30,9 +33,11 @@ class Services:
     inference: InferenceService
     tenancy: TenancyService
     authenticator: Authenticator
+    quotas: QuotaGate
 
     async def close(self) -> None:
         await self.pool.close()
+        await self.quotas.close()
         await self.engine.dispose()
 
 
@@ -46,6 +51,18 @@ async def build_services(settings: Settings) -> Services:
     metrics = Metrics()
     pool = ModelPool(artifacts, metrics)
     registry = RegistryService(store, artifacts, tenants)
+    limiter: RateLimiter = (
+        RedisRateLimiter(Redis.from_url(settings.redis_url.get_secret_value()))
+        if settings.redis_url is not None
+        else MemoryRateLimiter()
+    )
+    defaults = Quotas(
+        rate_limit_rps=settings.tenant_rate_limit_rps,
+        rate_limit_burst=settings.tenant_rate_limit_burst,
+        max_concurrency=settings.tenant_max_concurrency,
+        max_rows=settings.tenant_max_rows,
+        max_body_bytes=settings.tenant_max_body_bytes,
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -59,6 +76,8 @@ async def build_services(settings: Settings) -> Services:
             tenants,
             read_admin_key(settings),
             settings.auth_cache_ttl_s,
+            defaults=defaults,
             open_as_tenant=None if settings.auth_enabled else settings.default_tenant,
         ),
+        quotas=QuotaGate(limiter),
     )

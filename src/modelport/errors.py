@@ -9,6 +9,7 @@
     │   ├── ModelNotFound
     │   └── VersionNotFound
     ├── Conflict                the operation contradicts stored state
+    ├── TooManyRequests         a tenant quota (rate, concurrency) is exhausted
     ├── Unavailable             retry later
     │   ├── ModelNotReady       the version is loading, failed or unloaded
     │   └── QueueFull           the version's batch queue is at ``max_queue_size``
@@ -66,6 +67,17 @@ class VersionNotFound(NotFound):
 
 class Conflict(ModelportError):
     pass
+
+
+class TooManyRequests(ModelportError):
+    def __init__(
+        self, message: str, *, retry_after_s: float, limit: int, remaining: int, reset_s: float
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
 
 
 class Unavailable(ModelportError):

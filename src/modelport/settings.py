@@ -63,6 +63,24 @@ class Settings(BaseSettings):
     auth_cache_ttl_s: float = Field(default=1.0, gt=0, le=60)
     """How long a key lookup is cached; a revoked key stops working within this time."""
 
+    redis_url: SecretStr | None = None
+    """Redis for state shared by replicas (rate limits). Unset: in-process state."""
+
+    tenant_rate_limit_rps: float = Field(default=0.0, ge=0)
+    """Default requests per second per tenant (0: unlimited); per-tenant quotas override it."""
+
+    tenant_rate_limit_burst: int = Field(default=0, ge=0)
+    """Default token-bucket size (0: twice the rate)."""
+
+    tenant_max_concurrency: int = Field(default=256, ge=0)
+    """Default in-flight inference requests per tenant per replica (0: unlimited)."""
+
+    tenant_max_rows: int = Field(default=0, ge=0)
+    """Default rows per inference request (0: only the model's max_batch_size applies)."""
+
+    tenant_max_body_bytes: int = Field(default=0, ge=0)
+    """Default request body limit per tenant (0: MODELPORT_MAX_REQUEST_BYTES)."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
 

@@ -16,8 +16,12 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request) -> Principal:
+    """The authenticated caller; a tenant's call also counts against its rate limit."""
     svc = services(request)
-    return await svc.authenticator.authenticate(request.headers.get("authorization"))
+    caller = await svc.authenticator.authenticate(request.headers.get("authorization"))
+    if caller.tenant is not None:
+        await svc.quotas.check_rate(caller.tenant, caller.quotas)
+    return caller
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

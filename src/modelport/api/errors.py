@@ -16,6 +16,7 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -27,6 +28,7 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (TooManyRequests, 429),
     (Unavailable, 503),
     (DeadlineExceeded, 504),
     # Triton answers a failed load with 400 and the reason; OIP clients expect that.
@@ -49,6 +51,13 @@ def error_body(message: str) -> bytes:
 def error_headers(exc: ModelportError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, Unavailable):
         return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
+    if isinstance(exc, TooManyRequests):
+        return [
+            (b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()),
+            (b"ratelimit-limit", str(exc.limit).encode()),
+            (b"ratelimit-remaining", str(exc.remaining).encode()),
+            (b"ratelimit-reset", str(max(1, math.ceil(exc.reset_s))).encode()),
+        ]
     if isinstance(exc, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="modelport"')]
     return []

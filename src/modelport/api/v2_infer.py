@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from modelport.api.errors import error_body, error_headers, status_for
 from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.services.inference import InferenceService
+from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.tenancy import Authenticator
 from modelport.serving.codec import decode_request, encode_response
 
@@ -42,11 +43,13 @@ class InferEndpoint:
         self,
         inference: InferenceService,
         authenticator: Authenticator,
+        quotas: QuotaGate,
         max_request_bytes: int,
         access_log: bool,
     ) -> None:
         self._inference = inference
         self._auth = authenticator
+        self._quotas = quotas
         self._max = max_request_bytes
         self._access_log = access_log
 
@@ -75,25 +78,30 @@ class InferEndpoint:
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         try:
-            tenant = (await self._auth.authenticate(authorization)).tenant_for("infer")
-            if content_length is not None and content_length > self._max:
-                raise _too_large(content_length, self._max)
-            body = await _read_body(receive, self._max)
-            if body is None:
+            caller = await self._auth.authenticate(authorization)
+            tenant = caller.tenant_for("infer")
+            quotas = caller.quotas
+            await self._quotas.check_rate(tenant, quotas)
+            if content_length is not None:
+                if content_length > self._max:
+                    raise _too_large(content_length, self._max)
+                self._quotas.check_body(tenant, quotas, content_length)
+            self._quotas.enter(tenant, quotas)
+            try:
+                result = await self._serve(
+                    receive, model, version, tenant, quotas, header_length, encoding
+                )
+            finally:
+                self._quotas.leave(tenant)
+            if result is None:
                 return  # the client went away
-            if encoding and encoding != b"identity":
-                body = _decompress(body, encoding, self._max)
-            request = decode_request(body, header_length)
-            result = await self._inference.infer(tenant, model, version, request)
-            payload, json_length = encode_response(
-                result.model, result.version, result.outputs, result.id
-            )
+            payload, json_length, served_version = result
             if json_length is None:
                 content_type = _JSON
             else:
                 content_type = _OCTET
                 headers.append((b"inference-header-content-length", str(json_length).encode()))
-            headers.append((b"x-model-version", result.version.encode()))
+            headers.append((b"x-model-version", served_version.encode()))
         except ModelportError as exc:
             status = status_for(exc)
             payload = error_body(exc.message)
@@ -134,6 +142,32 @@ class InferEndpoint:
                 path=scope["path"],
                 status=status,
             )
+
+    async def _serve(
+        self,
+        receive: Receive,
+        model: str,
+        version: str | None,
+        tenant: str,
+        quotas: Quotas,
+        header_length: int | None,
+        encoding: bytes,
+    ) -> tuple[bytes, int | None, str] | None:
+        body = await _read_body(receive, self._max)
+        if body is None:
+            return None
+        if encoding and encoding != b"identity":
+            body = _decompress(body, encoding, self._max)
+        self._quotas.check_body(tenant, quotas, len(body))
+        request = decode_request(body, header_length)
+        if quotas.max_rows:
+            rows = max((t.shape[0] if t.shape else 1) for t in request.inputs)
+            self._quotas.check_rows(tenant, quotas, rows)
+        result = await self._inference.infer(tenant, model, version, request)
+        payload, json_length = encode_response(
+            result.model, result.version, result.outputs, result.id
+        )
+        return payload, json_length, result.version
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

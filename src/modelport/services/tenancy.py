@@ -17,12 +17,14 @@ import time
 from dataclasses import dataclass
 
 from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
-from modelport.stores.tenancy import KeyRecord, TenancyStore, TenantRecord
+from modelport.services.quotas import Quotas
+from modelport.stores.tenancy import QUOTA_FIELDS, KeyRecord, TenancyStore, TenantRecord
 
 SCOPES = ("infer", "read", "write", "admin")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY = re.compile(r"mp_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 _CACHE_LIMIT = 100_000
+NO_QUOTAS = Quotas()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class Principal:
     key: str
     """The key's public prefix (``platform-admin`` for the bootstrap key): safe to log."""
     platform_admin: bool = False
+    quotas: Quotas = NO_QUOTAS
 
     def tenant_for(self, scope: str) -> str:
         """The tenant this caller acts in, if it holds ``scope`` there."""
@@ -101,6 +104,18 @@ class TenancyService:
         assert tenant is not None  # noqa: S101 - just updated
         return tenant
 
+    async def set_quotas(self, name: str, overrides: dict[str, float | int | None]) -> TenantRecord:
+        unknown = set(overrides) - set(QUOTA_FIELDS)
+        if unknown:
+            raise InvalidInput(f"unknown quota(s) {', '.join(sorted(unknown))}")
+        if any(v is not None and v < 0 for v in overrides.values()):
+            raise InvalidInput("quotas must not be negative (0 means unlimited)")
+        if not await self._store.set_quotas(name, overrides):
+            raise NotFound(f"tenant '{name}' does not exist")
+        tenant = await self._store.get_tenant(name)
+        assert tenant is not None  # noqa: S101 - just updated
+        return tenant
+
     async def create_key(
         self,
         tenant: str,
@@ -161,14 +176,16 @@ class Authenticator:
         admin_key: str | None,
         ttl_s: float = 1.0,
         *,
+        defaults: Quotas = NO_QUOTAS,
         open_as_tenant: str | None = None,
     ) -> None:
         """``open_as_tenant`` turns authentication off: every caller acts in that tenant."""
         self._store = store
+        self._defaults = defaults
         self._open = (
             None
             if open_as_tenant is None
-            else Principal(open_as_tenant, frozenset(SCOPES), "auth-disabled")
+            else Principal(open_as_tenant, frozenset(SCOPES), "auth-disabled", quotas=defaults)
         )
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._ttl_s = ttl_s
@@ -216,7 +233,13 @@ class Authenticator:
         tenant = await self._store.get_tenant(record.tenant)
         if tenant is None or not tenant.active:
             return None, None
-        return Principal(record.tenant, frozenset(record.scopes), record.prefix), record.expires_at
+        principal = Principal(
+            record.tenant,
+            frozenset(record.scopes),
+            record.prefix,
+            quotas=self._defaults.merged(tenant.overrides),
+        )
+        return principal, record.expires_at
 
 
 def _bearer(authorization: str | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -13,12 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelport.errors import Conflict
 from modelport.stores.sql.schema import api_keys, tenants
 
+QUOTA_FIELDS = (
+    "rate_limit_rps",
+    "rate_limit_burst",
+    "max_concurrency",
+    "max_rows",
+    "max_body_bytes",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TenantRecord:
     name: str
     status: str
     created_at: dt.datetime
+    overrides: dict[str, float | int | None] = field(default_factory=dict)
+    """Per-tenant quotas; a missing or None entry means the server default."""
 
     @property
     def active(self) -> bool:
@@ -70,6 +80,14 @@ class TenancyStore:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(tenants).where(tenants.c.name == name).values(status=status)
+            )
+        return bool(result.rowcount)
+
+    async def set_quotas(self, name: str, overrides: dict[str, float | int | None]) -> bool:
+        values = {k: v for k, v in overrides.items() if k in QUOTA_FIELDS}
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(tenants).where(tenants.c.name == name).values(**values)
             )
         return bool(result.rowcount)
 
@@ -147,7 +165,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 def _tenant(row: Any) -> TenantRecord:
     created = _utc(row.created_at)
     assert created is not None  # noqa: S101 - the column is NOT NULL
-    return TenantRecord(row.name, row.status, created)
+    return TenantRecord(row.name, row.status, created, {k: getattr(row, k) for k in QUOTA_FIELDS})
 
 
 def _key(row: Any) -> KeyRecord:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -23,6 +24,12 @@ tenants = Table(
     Column("name", String(64), primary_key=True),
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Quotas; NULL means the server's default (MODELPORT_TENANT_*).
+    Column("rate_limit_rps", Float, nullable=True),
+    Column("rate_limit_burst", Integer, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("max_rows", Integer, nullable=True),
+    Column("max_body_bytes", Integer, nullable=True),
 )
 
 api_keys = Table(

@@ -19,6 +19,11 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("rate_limit_rps", sa.Float, nullable=True),
+        sa.Column("rate_limit_burst", sa.Integer, nullable=True),
+        sa.Column("max_concurrency", sa.Integer, nullable=True),
+        sa.Column("max_rows", sa.Integer, nullable=True),
+        sa.Column("max_body_bytes", sa.Integer, nullable=True),
     )
     op.create_table(
         "api_keys",

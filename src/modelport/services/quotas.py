@@ -1,0 +1,114 @@
+"""Per-tenant quotas: request rate (token bucket), in-flight inference requests, request size.
+
+Rate limits are shared by every replica when Redis is configured; concurrency limits are per
+replica, so one tenant's burst cannot occupy every slot of a replica's batch queues. A request
+over a limit is refused before it reaches a model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import structlog
+
+from modelport.errors import PayloadTooLarge, TooManyRequests
+from modelport.stores.ratelimit import RateLimiter
+
+log = structlog.get_logger("modelport.quotas")
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    rate_limit_rps: float = 0.0
+    """Sustained requests per second; 0 is unlimited."""
+    rate_limit_burst: int = 0
+    """Bucket size; 0 means twice the rate (at least 1)."""
+    max_concurrency: int = 0
+    """In-flight inference requests per replica; 0 is unlimited."""
+    max_rows: int = 0
+    """Rows in one inference request; 0 is unlimited (the model's max_batch_size still holds)."""
+    max_body_bytes: int = 0
+    """Request body size; 0 means the server's MODELPORT_MAX_REQUEST_BYTES."""
+
+    @property
+    def burst(self) -> int:
+        return self.rate_limit_burst or max(1, math.ceil(2 * self.rate_limit_rps))
+
+    def merged(self, overrides: dict[str, float | int | None]) -> Quotas:
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if not values:
+            return self
+        return Quotas(
+            rate_limit_rps=float(values.get("rate_limit_rps", self.rate_limit_rps)),
+            rate_limit_burst=int(values.get("rate_limit_burst", self.rate_limit_burst)),
+            max_concurrency=int(values.get("max_concurrency", self.max_concurrency)),
+            max_rows=int(values.get("max_rows", self.max_rows)),
+            max_body_bytes=int(values.get("max_body_bytes", self.max_body_bytes)),
+        )
+
+
+class QuotaGate:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self._inflight: dict[str, int] = {}
+        self.limiter_errors = 0
+
+    async def check_rate(self, tenant: str, quotas: Quotas) -> None:
+        if quotas.rate_limit_rps <= 0:
+            return
+        burst = quotas.burst
+        try:
+            decision = await self._limiter.acquire(tenant, quotas.rate_limit_rps, burst)
+        except Exception as exc:  # noqa: BLE001 - a limiter outage must not stop serving
+            self.limiter_errors += 1
+            log.warning("rate_limiter_unavailable", error=type(exc).__name__)
+            return
+        if not decision.allowed:
+            raise TooManyRequests(
+                f"tenant '{tenant}' is over its rate limit of {quotas.rate_limit_rps:g} "
+                f"requests/s (burst {burst}); retry after {decision.retry_after_s:.2f} s",
+                retry_after_s=decision.retry_after_s,
+                limit=decision.limit,
+                remaining=decision.remaining,
+                reset_s=decision.reset_s,
+            )
+
+    def enter(self, tenant: str, quotas: Quotas) -> None:
+        """Count an in-flight inference request; pair every call with ``leave``."""
+        current = self._inflight.get(tenant, 0)
+        if quotas.max_concurrency and current >= quotas.max_concurrency:
+            raise TooManyRequests(
+                f"tenant '{tenant}' already has {current} inference requests in flight on this "
+                f"replica (max_concurrency {quotas.max_concurrency}); retry shortly",
+                retry_after_s=1.0,
+                limit=quotas.max_concurrency,
+                remaining=0,
+                reset_s=1.0,
+            )
+        self._inflight[tenant] = current + 1
+
+    def leave(self, tenant: str) -> None:
+        remaining = self._inflight.get(tenant, 1) - 1
+        if remaining > 0:
+            self._inflight[tenant] = remaining
+        else:
+            self._inflight.pop(tenant, None)
+
+    @staticmethod
+    def check_body(tenant: str, quotas: Quotas, size: int) -> None:
+        if quotas.max_body_bytes and size > quotas.max_body_bytes:
+            raise PayloadTooLarge(
+                f"request body of {size} bytes exceeds tenant '{tenant}''s limit of "
+                f"{quotas.max_body_bytes} bytes"
+            )
+
+    @staticmethod
+    def check_rows(tenant: str, quotas: Quotas, rows: int) -> None:
+        if quotas.max_rows and rows > quotas.max_rows:
+            raise PayloadTooLarge(
+                f"request has {rows} rows; tenant '{tenant}' may send at most {quotas.max_rows}"
+            )
+
+    async def close(self) -> None:
+        await self._limiter.close()
