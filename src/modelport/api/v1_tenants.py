@@ -23,10 +23,21 @@ class TenantIn(BaseModel):
     name: str = Field(description="1-63 lowercase letters, digits or '-'.")
 
 
+class QuotasIn(BaseModel):
+    """Per-tenant quotas; null restores the server default, 0 means unlimited."""
+
+    rate_limit_rps: float | None = Field(default=None, ge=0)
+    rate_limit_burst: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    max_body_bytes: int | None = Field(default=None, ge=0)
+
+
 class TenantOut(BaseModel):
     name: str
     status: str
     created_at: dt.datetime
+    quotas: dict[str, float | int | None]
 
 
 class KeyIn(BaseModel):
@@ -54,7 +65,12 @@ class RotateIn(BaseModel):
 
 
 def _tenant(record: TenantRecord) -> TenantOut:
-    return TenantOut(name=record.name, status=record.status, created_at=record.created_at)
+    return TenantOut(
+        name=record.name,
+        status=record.status,
+        created_at=record.created_at,
+        quotas=dict(record.overrides),
+    )
 
 
 def _key(record: KeyRecord) -> KeyOut:
@@ -99,6 +115,15 @@ async def suspend_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) ->
 async def resume_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
     caller.require_platform_admin()
     return _tenant(await svc.tenancy.set_suspended(tenant, False))
+
+
+@router.put("/tenants/{tenant}/quotas", response_model=TenantOut)
+async def set_quotas(
+    tenant: str, body: QuotasIn, caller: PrincipalDep, svc: ServicesDep
+) -> TenantOut:
+    """Replace the tenant's quotas; every replica applies them within the key cache TTL."""
+    caller.require_platform_admin()
+    return _tenant(await svc.tenancy.set_quotas(tenant, body.model_dump()))
 
 
 @router.post("/tenants/{tenant}/keys", response_model=IssuedKeyOut, status_code=201)

@@ -52,6 +52,31 @@ def resume_tenant(name: str) -> None:
     console.print(f"resumed tenant {name}")
 
 
+@tenants_app.command("quotas")
+def set_quotas(
+    name: str,
+    rate: Annotated[float | None, typer.Option(help="Requests per second (0: unlimited).")] = None,
+    burst: Annotated[
+        int | None, typer.Option(help="Token-bucket size (0: twice the rate).")
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(help="In-flight inference requests per replica.")
+    ] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Rows per inference request.")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Request body size.")] = None,
+) -> None:
+    """Set a tenant's quotas; options left out go back to the server defaults."""
+    overrides = {
+        "rate_limit_rps": rate,
+        "rate_limit_burst": burst,
+        "max_concurrency": max_concurrency,
+        "max_rows": max_rows,
+        "max_body_bytes": max_body_bytes,
+    }
+    record = run_with_services(Settings(), lambda s: s.tenancy.set_quotas(name, overrides))
+    console.print(f"tenant {record.name} quotas: {record.overrides}")
+
+
 @keys_app.command("create")
 def create_key(
     tenant: TenantArg,
