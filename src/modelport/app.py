@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
@@ -36,12 +37,16 @@ class ModelportApp:
         self.services: Services | None = None
         self._infer: InferEndpoint | None = None
         self._max = settings.max_request_bytes
+        self._max_headers = settings.max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
         request_id = _request_id(scope)
+        if _header_bytes(scope) > self._max_headers:
+            await _send_error(send, request_id, 431, "request headers are too large")
+            return
         if scope["method"] == "POST" and self._infer is not None:
             target = match_infer_path(scope["path"])
             if target is not None:
@@ -51,7 +56,7 @@ class ModelportApp:
         structlog.contextvars.bind_contextvars(request_id=request_id.decode())
         try:
             if _content_length(scope) > self._max:
-                await _send_too_large(send, request_id, self._max)
+                await _send_error(send, request_id, 413, _too_large_message(self._max))
                 return
             await self.api(scope, _limited(receive, self._max), _with_request_id(send, request_id))
         finally:
@@ -69,6 +74,7 @@ class ModelportApp:
             services.quotas,
             self.settings.max_request_bytes,
             self.settings.access_log,
+            cors_origins=frozenset(self.settings.cors_origins),
         )
         try:
             if self.settings.load_models_on_start:
@@ -102,6 +108,14 @@ def _fastapi(app: ModelportApp) -> FastAPI:
         lifespan=app.lifespan,
     )
     install_error_handlers(api, app.settings.max_request_bytes)
+    if app.settings.cors_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=app.settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=["X-Request-ID", "X-Model-Version", "Inference-Header-Content-Length"],
+        )
     api.include_router(v2_router)
     api.include_router(metrics_router)
     api.include_router(tenants_router)
@@ -117,10 +131,22 @@ def _request_id(scope: Scope) -> bytes:
     return os.urandom(8).hex().encode()
 
 
+#: Sent with every response of the API and its documentation pages.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
 def _with_request_id(send: Send, request_id: bytes) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id),
+                *SECURITY_HEADERS,
+            ]
         await send(message)
 
     return wrapped
@@ -149,14 +175,19 @@ def _content_length(scope: Scope) -> int:
     return 0
 
 
-async def _send_too_large(send: Send, request_id: bytes, limit: int) -> None:
-    body = error_body(_too_large_message(limit))
+def _header_bytes(scope: Scope) -> int:
+    return sum(len(k) + len(v) for k, v in scope["headers"])
+
+
+async def _send_error(send: Send, request_id: bytes, status: int, message: str) -> None:
+    body = error_body(message)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id),
+        *SECURITY_HEADERS,
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

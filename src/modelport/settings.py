@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     tenant_max_body_bytes: int = Field(default=0, ge=0)
     """Default request body limit per tenant (0: MODELPORT_MAX_REQUEST_BYTES)."""
 
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)
+    """Largest total size of a request's headers; larger requests get 431."""
+
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (CORS). Empty: CORS is off."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
 

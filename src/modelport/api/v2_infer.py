@@ -24,6 +24,8 @@ log = structlog.get_logger("modelport.http")
 
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_EXPOSED = b"X-Request-ID, X-Model-Version, Inference-Header-Content-Length"
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -46,12 +48,15 @@ class InferEndpoint:
         quotas: QuotaGate,
         max_request_bytes: int,
         access_log: bool,
+        *,
+        cors_origins: frozenset[str] = frozenset(),
     ) -> None:
         self._inference = inference
         self._auth = authenticator
         self._quotas = quotas
         self._max = max_request_bytes
         self._access_log = access_log
+        self._cors = cors_origins
 
     async def __call__(
         self,
@@ -66,6 +71,7 @@ class InferEndpoint:
         content_length: int | None = None
         encoding = b""
         authorization: str | None = None
+        origin = b""
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
@@ -75,6 +81,8 @@ class InferEndpoint:
                 header_length = int(value) if value.isdigit() else -1
             elif key == b"content-encoding":
                 encoding = value.lower()
+            elif key == b"origin":
+                origin = value
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         try:
@@ -132,6 +140,11 @@ class InferEndpoint:
         headers.append((b"content-type", content_type))
         headers.append((b"content-length", str(len(payload)).encode()))
         headers.append((b"x-request-id", request_id))
+        headers.append(_NOSNIFF)
+        if origin and self._cors and origin.decode("latin-1") in self._cors:
+            headers.append((b"access-control-allow-origin", origin))
+            headers.append((b"access-control-expose-headers", _EXPOSED))
+            headers.append((b"vary", b"Origin"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         if self._access_log:
