@@ -35,6 +35,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import shlex
 import shutil
 import signal
@@ -171,9 +172,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: modelport runs with authentication on, as shipped: a platform admin key for /metrics and a
+#: key of the benchmark tenant for inference.
+BENCH_TENANT = "bench"
+ADMIN_KEY = "mpadmin_" + secrets.token_urlsafe(32)
+KEYS: dict[str, str] = {}
+
+
+def auth_header(url: str) -> dict[str, str]:
+    if url.endswith("/metrics"):
+        return {"Authorization": f"Bearer {ADMIN_KEY}"}
+    if "tenant" in KEYS:
+        return {"Authorization": f"Bearer {KEYS['tenant']}"}
+    return {}
+
+
 def http(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
     assert url.startswith(f"http://{HOST}:"), url  # loopback only
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    headers.update(auth_header(url))
     request = urllib.request.Request(url, data=body, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -268,6 +285,7 @@ def modelport_env(workdir: Path, port: int) -> dict[str, str]:
         MODELPORT_CACHE_DIR=str(workdir / "cache"),
         MODELPORT_HOST=HOST,
         MODELPORT_PORT=str(port),
+        MODELPORT_ADMIN_KEY=ADMIN_KEY,
     )
     return env
 
@@ -291,7 +309,13 @@ def register(workdir: Path, name: str) -> Path:
     async def push() -> None:
         services = await build_services(settings)
         try:
-            await services.registry.push(name, path, config, required=True, created_by="bench")
+            await services.tenancy.ensure_tenant(BENCH_TENANT)
+            await services.registry.push(
+                BENCH_TENANT, name, path, config, required=True, created_by="bench"
+            )
+            if "tenant" not in KEYS:
+                issued = await services.tenancy.create_key(BENCH_TENANT, ["infer", "read"])
+                KEYS["tenant"] = issued.secret
         finally:
             await services.close()
 
@@ -404,7 +428,7 @@ def run_wrk(
         str(LUA_SCRIPT),
         url,
     ]
-    env = {**os.environ, "WRK_BODY_FILE": str(body_file)}
+    env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_AUTH": KEYS.get("tenant", "")}
     done = subprocess.run(
         argv,
         env=env,

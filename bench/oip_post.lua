@@ -25,6 +25,10 @@ assert(#bodies > 0, "WRK_BODY_FILE holds no request body")
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("WRK_AUTH")
+if key ~= nil and #key > 0 then
+   wrk.headers["Authorization"] = "Bearer " .. key
+end
 wrk.body = bodies[1]
 
 if #bodies > 1 then
