@@ -189,11 +189,12 @@ class Authenticator:
         )
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, Principal | None, dt.datetime | None]] = {}
+        # Keyed by the token's digest: the cache never holds a key in plain text.
+        self._cache: dict[bytes, tuple[float, Principal | None, dt.datetime | None]] = {}
 
     def cached(self, token: str) -> Principal | None:
         """The principal for ``token`` from the cache, or None when it must be looked up."""
-        hit = self._cache.get(token)
+        hit = self._cache.get(hashlib.sha256(token.encode()).digest())
         if hit is None or hit[0] < time.monotonic():
             return None
         principal, expires_at = hit[1], hit[2]
@@ -211,7 +212,11 @@ class Authenticator:
         principal, expires_at = await self._lookup(token)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[token] = (time.monotonic() + self._ttl_s, principal, expires_at)
+        self._cache[hashlib.sha256(token.encode()).digest()] = (
+            time.monotonic() + self._ttl_s,
+            principal,
+            expires_at,
+        )
         if principal is None:
             raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
         return principal

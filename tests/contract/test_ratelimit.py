@@ -1,0 +1,61 @@
+"""The rate-limiter contract, run against every backend: in-process and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+
+REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
+    if request.param == "memory":
+        backend: RateLimiter = MemoryRateLimiter()
+    else:
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
+
+        client = Redis.from_url(REDIS_URL, socket_timeout=2)
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+        backend = RedisRateLimiter(client, namespace=f"modelport-test:{secrets.token_hex(4)}")
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_a_full_bucket_allows_its_burst_then_refuses(limiter: RateLimiter) -> None:
+    decisions = [await limiter.acquire("t1", rate=1.0, burst=3) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    refused = decisions[3]
+    assert refused.limit == 3
+    assert 0 < refused.retry_after_s <= 1.0
+    assert 2.0 <= refused.reset_s <= 3.0
+
+
+async def test_tokens_refill_at_the_rate(limiter: RateLimiter) -> None:
+    for _ in range(2):
+        assert (await limiter.acquire("t2", rate=20.0, burst=2)).allowed
+    assert not (await limiter.acquire("t2", rate=20.0, burst=2)).allowed
+    await asyncio.sleep(0.12)  # 2.4 tokens at 20/s, capped at the burst of 2
+    assert (await limiter.acquire("t2", rate=20.0, burst=2)).allowed
+    assert (await limiter.acquire("t2", rate=20.0, burst=2)).allowed
+    assert not (await limiter.acquire("t2", rate=20.0, burst=2)).allowed
+
+
+async def test_buckets_are_separate_per_key(limiter: RateLimiter) -> None:
+    assert (await limiter.acquire("a", rate=0.1, burst=1)).allowed
+    assert not (await limiter.acquire("a", rate=0.1, burst=1)).allowed
+    assert (await limiter.acquire("b", rate=0.1, burst=1)).allowed
