@@ -19,9 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from modelport import __version__
-from modelport.api.errors import error_body
+from modelport.api.errors import error_body, error_headers, status_for
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
 from modelport.container import Services, build_services
+from modelport.errors import ModelportError
 from modelport.observability.logging import configure_logging
 from modelport.settings import Settings
 
@@ -58,7 +59,24 @@ class ModelportApp:
             if _content_length(scope) > self._max:
                 await _send_error(send, request_id, 413, _too_large_message(self._max))
                 return
-            await self.api(scope, _limited(receive, self._max), _with_request_id(send, request_id))
+            if self.services is not None and not _public(scope):
+                # Authenticate before FastAPI reads and parses a body: an anonymous caller
+                # gets its 401 without the server reading a byte of what it sent.
+                try:
+                    caller = await self.services.authenticator.authenticate(
+                        _header(scope, b"authorization")
+                    )
+                except ModelportError as exc:
+                    await _send_error(
+                        send, request_id, status_for(exc), exc.message, error_headers(exc)
+                    )
+                    return
+                scope.setdefault("state", {})["principal"] = caller
+            await self.api(
+                scope,
+                _limited(receive, self._max),
+                _with_request_id(send, request_id, self.settings.access_log),
+            )
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
 
@@ -139,7 +157,7 @@ SECURITY_HEADERS = (
 )
 
 
-def _with_request_id(send: Send, request_id: bytes) -> Send:
+def _with_request_id(send: Send, request_id: bytes, access_log: bool) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message["headers"] = [
@@ -147,6 +165,8 @@ def _with_request_id(send: Send, request_id: bytes) -> Send:
                 (b"x-request-id", request_id),
                 *SECURITY_HEADERS,
             ]
+            if access_log:
+                log.info("request", status=message["status"])
         await send(message)
 
     return wrapped
@@ -179,13 +199,42 @@ def _header_bytes(scope: Scope) -> int:
     return sum(len(k) + len(v) for k, v in scope["headers"])
 
 
-async def _send_error(send: Send, request_id: bytes, status: int, message: str) -> None:
+#: Routes anyone may call: probes, server metadata and the API documentation.
+PUBLIC_PATHS = frozenset(
+    {"/v2", "/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs", "/redoc",
+     "/docs/oauth2-redirect"}
+)  # fmt: skip
+
+
+def _public(scope: Scope) -> bool:
+    return (
+        scope["method"] == "OPTIONS"
+        or scope["path"].rstrip("/") in PUBLIC_PATHS
+        or (scope["path"] == "/")
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _send_error(
+    send: Send,
+    request_id: bytes,
+    status: int,
+    message: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = error_body(message)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id),
         *SECURITY_HEADERS,
+        *(extra or []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

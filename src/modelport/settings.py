@@ -93,8 +93,8 @@ class Settings(BaseSettings):
 
 def read_admin_key(settings: Settings) -> str | None:
     """The bootstrap key from ``MODELPORT_ADMIN_KEY`` or the file ``MODELPORT_ADMIN_KEY_FILE``."""
-    if settings.admin_key is not None:
-        return settings.admin_key.get_secret_value().strip() or None
+    if settings.admin_key is not None and settings.admin_key.get_secret_value().strip():
+        return settings.admin_key.get_secret_value().strip()
     if settings.admin_key_file is not None:
         return settings.admin_key_file.read_text().strip() or None
     return None

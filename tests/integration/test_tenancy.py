@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +105,9 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def infer_body(value: float = 1.0) -> dict[str, Any]:
-    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [value] * 4}]}
+def infer_body() -> dict[str, Any]:
+    """Ones into a scale model: the output is its factor, four times."""
+    return {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4}]}
 
 
 def secret_part(key: str) -> str:
@@ -127,15 +129,12 @@ class Deployment:
     """Every key this module saw (admin keys included): none may reach a log."""
     log_paths: list[Path] = field(default_factory=list)
 
-    def create_key(
-        self, tenant: str, scopes: list[str], *, server: Server | None = None, **extra: Any
-    ) -> dict[str, Any]:
+    def create_key(self, tenant: str, scopes: list[str], **extra: Any) -> dict[str, Any]:
         """A new key through the admin API (``POST /v1/tenants/{t}/keys``)."""
-        target = server or self.server
         response = httpx.post(
-            target.url(f"/v1/tenants/{tenant}/keys"),
+            self.server.url(f"/v1/tenants/{tenant}/keys"),
             json={"scopes": scopes, **extra},
-            headers=bearer(target.admin_key),
+            headers=bearer(self.server.admin_key),
             timeout=10,
         )
         assert response.status_code == 201, response.text
@@ -367,6 +366,25 @@ def test_a_malformed_or_unknown_authorization_header_gets_401_never_500(
     )
 
 
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    """An anonymous caller must not make the server read and parse a JSON body (up to
+    MODELPORT_MAX_REQUEST_BYTES of it): a broken body gets 401, like the infer fast path does."""
+    schema = routes(deployment.server)
+    with_body = {r for r, op in schema.items() if "requestBody" in op} | INFER_ROUTES
+    assert ("POST", "/v1/tenants") in with_body and ("POST", "/v2/repository/index") in with_body
+    answers = {}
+    for method, template in sorted(with_body):
+        path = fill(template, model=SHARED, version="1", tenant=TENANT, prefix="0123456789ab")
+        response = http.request(
+            method, path, content=b'{"not json', headers={"Content-Type": "application/json"}
+        )
+        answers[f"{method} {template}"] = f"{response.status_code} {response.text}"
+    refused_late = {route: answer for route, answer in answers.items() if answer[:3] != "401"}
+    assert not refused_late, f"the body was parsed before the key was checked: {refused_late}"
+
+
 # --------------------------------------------------------------------------- 2. scopes
 
 
@@ -559,6 +577,23 @@ def test_a_rotated_key_works_through_the_overlap_and_is_refused_after_it(
     assert index_status(http, old["key"]) == 401
 
 
+def test_rotating_without_a_body_keeps_the_old_key_for_the_default_overlap(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    """``overlap_s`` defaults to 3600 s (RotateIn), so the body should be optional, as the CLI's
+    ``--overlap`` is."""
+    old = deployment.create_key(TENANT, ["read"], name="rotate-default")
+    admin = bearer(deployment.server.admin_key)
+    before = dt.datetime.now(dt.UTC)
+    response = http.post(f"/v1/tenants/{TENANT}/keys/{old['prefix']}/rotate", headers=admin)
+    assert response.status_code == 201, response.text
+    deployment.issued.append(response.json()["key"])
+    listed = {e["prefix"]: e for e in http.get(f"/v1/tenants/{TENANT}/keys", headers=admin).json()}
+    expires = dt.datetime.fromisoformat(listed[old["prefix"]]["expires_at"])
+    assert abs((expires - before).total_seconds() - 3600) < 5
+    assert index_status(http, old["key"]) == 200
+
+
 def test_a_key_works_until_it_expires(deployment: Deployment, http: httpx.Client) -> None:
     start = time.monotonic()
     key = deployment.create_key(TENANT, ["read"], name="short-lived", expires_in_s=1)
@@ -697,14 +732,12 @@ def test_another_tenants_keys_answer_exactly_like_a_tenant_that_does_not_exist(
 
     for method, template in sorted(tenant_routes):
         body = GENERIC_BODY if "requestBody" in schema[(method, template)] else None
-        responses = [
+        theirs, nowhere = (
             http.request(
-                method, fill(template, tenant=tenant, prefix=victim["prefix"]), json=body,
-                headers=rival,
+                method, fill(template, tenant=t, prefix=victim["prefix"]), json=body, headers=rival
             )
-            for tenant in (TENANT, MISSING_TENANT)
-        ]  # fmt: skip
-        theirs, nowhere = responses
+            for t in (TENANT, MISSING_TENANT)
+        )
         assert theirs.status_code in (403, 404), f"{method} {template}: {theirs.text}"
         assert shape(theirs, TENANT) == shape(nowhere, MISSING_TENANT), (
             f"{method} {template}: rival reaches acme's keys:\n"
@@ -745,13 +778,17 @@ def test_the_cli_creates_lists_and_revokes_keys(deployment: Deployment, http: ht
     assert infer_status() == 404
     assert http.get(f"/v2/models/{SHARED}", headers=bearer(key)).status_code == 403
 
-    listed = run_cli(workdir, db, "keys", "list", "--tenant", "cli-tenant")
+    # Listing and revoking at once (each CLI start takes seconds): the list shows the prefix
+    # whether or not the key is revoked yet.
+    with ThreadPoolExecutor(2) as pool:
+        listing = pool.submit(run_cli, workdir, db, "keys", "list", "--tenant", "cli-tenant")
+        revoked = run_cli(workdir, db, "keys", "revoke", "--tenant", "cli-tenant", prefix)
+        listed = listing.result()
+    assert f"revoked key {prefix}" in revoked.stdout
     assert prefix in listed.stdout
     assert key not in listed.stdout + listed.stderr
     assert secret_part(key) not in listed.stdout + listed.stderr
 
-    revoked = run_cli(workdir, db, "keys", "revoke", "--tenant", "cli-tenant", prefix)
-    assert f"revoked key {prefix}" in revoked.stdout
     start = time.monotonic()
     while (status := infer_status()) != 401:
         assert status == 404, status

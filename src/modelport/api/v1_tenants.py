@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, Field
 
 from modelport.api.deps import PrincipalDep, services
@@ -151,8 +151,13 @@ async def revoke_key(tenant: str, prefix: str, caller: PrincipalDep, svc: Servic
 
 @router.post("/tenants/{tenant}/keys/{prefix}/rotate", response_model=IssuedKeyOut, status_code=201)
 async def rotate_key(
-    tenant: str, prefix: str, body: RotateIn, caller: PrincipalDep, svc: ServicesDep
+    tenant: str,
+    prefix: str,
+    caller: PrincipalDep,
+    svc: ServicesDep,
+    body: Annotated[RotateIn | None, Body()] = None,
 ) -> IssuedKeyOut:
     _key_manager(caller, tenant)
-    issued = await svc.tenancy.rotate_key(tenant, prefix, body.overlap_s)
+    overlap_s = (body or RotateIn()).overlap_s
+    issued = await svc.tenancy.rotate_key(tenant, prefix, overlap_s)
     return IssuedKeyOut(**_key(issued.record).model_dump(), key=issued.secret)
