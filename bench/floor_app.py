@@ -90,6 +90,7 @@ def main() -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # as modelport serve runs
         log_level="warning",
         workers=1,
     )

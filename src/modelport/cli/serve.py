@@ -20,6 +20,8 @@ def run_server(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # modelport reads no client address, so X-Forwarded-* parsing would be wasted work.
+        proxy_headers=False,
         log_config=None,
         timeout_graceful_shutdown=30,
     )
