@@ -48,15 +48,22 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
+def _seconds(value: float) -> bytes:
+    """A header's whole seconds: at least 1, at most a day, whatever the caller computed."""
+    if not math.isfinite(value):
+        value = 86_400.0
+    return str(max(1, min(86_400, math.ceil(value)))).encode()
+
+
 def error_headers(exc: ModelportError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, Unavailable):
-        return [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())]
+        return [(b"retry-after", _seconds(exc.retry_after_s))]
     if isinstance(exc, TooManyRequests):
         return [
-            (b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()),
+            (b"retry-after", _seconds(exc.retry_after_s)),
             (b"ratelimit-limit", str(exc.limit).encode()),
             (b"ratelimit-remaining", str(exc.remaining).encode()),
-            (b"ratelimit-reset", str(max(1, math.ceil(exc.reset_s))).encode()),
+            (b"ratelimit-reset", _seconds(exc.reset_s)),
         ]
     if isinstance(exc, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="modelport"')]

@@ -6,6 +6,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from modelport.api.errors import error_headers, status_for
 from modelport.api.responses import JsonResponse
@@ -30,12 +31,18 @@ def install_error_handlers(api: FastAPI, max_request_bytes: int) -> None:
         )
         return JsonResponse({"error": f"invalid request: {problems}"}, status_code=400)
 
-    async def http_error(_request: Request, exc: Exception) -> JsonResponse:
+    async def http_error(request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
         message = (
             "no such endpoint; see /docs for the API" if exc.status_code == 404 else str(exc.detail)
         )
-        return JsonResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first matching route only.
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"method {request.method} is not allowed here; use {', '.join(allowed)}"
+        return JsonResponse({"error": message}, status_code=exc.status_code, headers=headers)
 
     async def unexpected_error(_request: Request, exc: Exception) -> JsonResponse:
         log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
@@ -48,3 +55,13 @@ def install_error_handlers(api: FastAPI, max_request_bytes: int) -> None:
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(HTTPException, http_error)
     api.add_exception_handler(Exception, unexpected_error)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods.update(route_methods)
+    return sorted(methods)

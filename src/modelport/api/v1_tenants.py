@@ -4,14 +4,15 @@ own ``admin`` scope). Another tenant's keys answer exactly like a missing tenant
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from modelport.api.deps import PrincipalDep, services
 from modelport.container import Services
 from modelport.errors import NotFound
+from modelport.services.quotas import MAX_RATE_RPS
 from modelport.services.tenancy import SCOPES, Principal
 from modelport.stores.tenancy import KeyRecord, TenantRecord
 
@@ -19,18 +20,42 @@ router = APIRouter(prefix="/v1", tags=["tenancy"])
 ServicesDep = Annotated[Services, Depends(services)]
 
 
+MAX_INT = 2**31 - 1
+TEN_YEARS_S = 10 * 365 * 24 * 3600.0
+
+
+def _json_number(value: object) -> object:
+    # JSON numbers only: not true/false (Python bools are ints) and not numeric strings.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# Constraints first, so that the schema shows them as minimum/maximum; the number check wraps them.
+QuotaInt = Annotated[int, Field(ge=0, le=MAX_INT), BeforeValidator(_json_number)]
+RateFloat = Annotated[float, Field(ge=0, le=MAX_RATE_RPS), BeforeValidator(_json_number)]
+Lifetime = Annotated[float, Field(gt=0, le=TEN_YEARS_S), BeforeValidator(_json_number)]
+Overlap = Annotated[float, Field(ge=0, le=TEN_YEARS_S), BeforeValidator(_json_number)]
+Scope = Literal["infer", "read", "write", "admin"]
+
+
 class TenantIn(BaseModel):
-    name: str = Field(description="1-63 lowercase letters, digits or '-'.")
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="1-63 lowercase letters, digits or '-', starting with a letter or digit.",
+    )
 
 
 class QuotasIn(BaseModel):
     """Per-tenant quotas; null restores the server default, 0 means unlimited."""
 
-    rate_limit_rps: float | None = Field(default=None, ge=0)
-    rate_limit_burst: int | None = Field(default=None, ge=0)
-    max_concurrency: int | None = Field(default=None, ge=0)
-    max_rows: int | None = Field(default=None, ge=0)
-    max_body_bytes: int | None = Field(default=None, ge=0)
+    rate_limit_rps: RateFloat | None = None
+    rate_limit_burst: QuotaInt | None = None
+    max_concurrency: QuotaInt | None = None
+    max_rows: QuotaInt | None = None
+    max_body_bytes: QuotaInt | None = None
 
 
 class TenantOut(BaseModel):
@@ -41,9 +66,13 @@ class TenantOut(BaseModel):
 
 
 class KeyIn(BaseModel):
-    scopes: list[str] = Field(description=f"A non-empty subset of {', '.join(SCOPES)}.")
+    model_config = ConfigDict(strict=True)
+
+    scopes: list[Scope] = Field(
+        min_length=1, description=f"A non-empty subset of {', '.join(SCOPES)}."
+    )
     name: str = Field(default="", max_length=128)
-    expires_in_s: float | None = Field(default=None, gt=0)
+    expires_in_s: Lifetime | None = None
 
 
 class KeyOut(BaseModel):
@@ -61,7 +90,7 @@ class IssuedKeyOut(KeyOut):
 
 
 class RotateIn(BaseModel):
-    overlap_s: float = Field(default=3600, ge=0, description="How long the old key keeps working.")
+    overlap_s: Overlap = Field(default=3600, description="How long the old key keeps working.")
 
 
 def _tenant(record: TenantRecord) -> TenantOut:
@@ -132,7 +161,7 @@ async def create_key(
 ) -> IssuedKeyOut:
     _key_manager(caller, tenant)
     issued = await svc.tenancy.create_key(
-        tenant, body.scopes, name=body.name, expires_in_s=body.expires_in_s
+        tenant, list(body.scopes), name=body.name, expires_in_s=body.expires_in_s
     )
     return IssuedKeyOut(**_key(issued.record).model_dump(), key=issued.secret)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from modelport import __version__
 from modelport.api.deps import ReadTenant, WriteTenant, services
@@ -50,7 +50,7 @@ class ReadyStatus(BaseModel):
 
 
 class RepositoryIndexRequest(BaseModel):
-    ready: bool = Field(default=False, description="Only list versions that are READY.")
+    ready: StrictBool = Field(default=False, description="Only list versions that are READY.")
 
 
 class RepositoryIndexEntry(BaseModel):
@@ -152,13 +152,26 @@ async def version_ready(model: str, version: str, tenant: ReadTenant, svc: Servi
     return await _ready_response(svc, tenant, model, version)
 
 
-@router.post("/models/{model}/infer", response_model=InferResponseDoc)
+_BINARY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or with the binary tensor extension a JSON header of "
+        "Inference-Header-Content-Length bytes followed by the binary outputs.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/models/{model}/infer", response_model=InferResponseDoc, responses=_BINARY_RESPONSE)
 async def infer_doc(model: str, request: InferRequestDoc) -> None:  # pragma: no cover
     """Run inference on the version the model's routing picks (served by ``v2_infer``)."""
     raise AssertionError("served by the ASGI fast path")
 
 
-@router.post("/models/{model}/versions/{version}/infer", response_model=InferResponseDoc)
+@router.post(
+    "/models/{model}/versions/{version}/infer",
+    response_model=InferResponseDoc,
+    responses=_BINARY_RESPONSE,
+)
 async def version_infer_doc(
     model: str, version: str, request: InferRequestDoc
 ) -> None:  # pragma: no cover

@@ -12,10 +12,27 @@ from dataclasses import dataclass
 
 import structlog
 
-from modelport.errors import PayloadTooLarge, TooManyRequests
+from modelport.errors import InvalidInput, PayloadTooLarge, TooManyRequests
 from modelport.stores.ratelimit import RateLimiter
 
 log = structlog.get_logger("modelport.quotas")
+
+MAX_RATE_RPS = 1_000_000.0
+MAX_QUOTA_INT = 2**31 - 1
+
+
+def check_overrides(overrides: dict[str, float | int | None]) -> None:
+    """Quotas the limiter can work with: 0 (unlimited) or a sane positive value."""
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if value < 0:
+            raise InvalidInput(f"quota {name} must not be negative (0 means unlimited)")
+        if name == "rate_limit_rps":
+            if value > MAX_RATE_RPS:
+                raise InvalidInput(f"rate_limit_rps must be at most {MAX_RATE_RPS:g}")
+        elif value > MAX_QUOTA_INT or value != int(value):
+            raise InvalidInput(f"quota {name} must be a whole number up to {MAX_QUOTA_INT}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +50,9 @@ class Quotas:
 
     @property
     def burst(self) -> int:
-        return self.rate_limit_burst or max(1, math.ceil(2 * self.rate_limit_rps))
+        return self.rate_limit_burst or max(
+            1, math.ceil(2 * min(self.rate_limit_rps, MAX_RATE_RPS))
+        )
 
     def merged(self, overrides: dict[str, float | int | None]) -> Quotas:
         values = {k: v for k, v in overrides.items() if v is not None}

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
-from modelport.services.quotas import Quotas
+from modelport.services.quotas import Quotas, check_overrides
 from modelport.stores.tenancy import QUOTA_FIELDS, KeyRecord, TenancyStore, TenantRecord
 
 SCOPES = ("infer", "read", "write", "admin")
@@ -25,6 +25,7 @@ _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY = re.compile(r"mp_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 _CACHE_LIMIT = 100_000
 NO_QUOTAS = Quotas()
+MAX_LIFETIME_S = 10 * 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +109,7 @@ class TenancyService:
         unknown = set(overrides) - set(QUOTA_FIELDS)
         if unknown:
             raise InvalidInput(f"unknown quota(s) {', '.join(sorted(unknown))}")
-        if any(v is not None and v < 0 for v in overrides.values()):
-            raise InvalidInput("quotas must not be negative (0 means unlimited)")
+        check_overrides(overrides)
         if not await self._store.set_quotas(name, overrides):
             raise NotFound(f"tenant '{name}' does not exist")
         tenant = await self._store.get_tenant(name)
@@ -127,8 +127,8 @@ class TenancyService:
         if await self._store.get_tenant(tenant) is None:
             raise NotFound(f"tenant '{tenant}' does not exist")
         checked = check_scopes(scopes)
-        if expires_in_s is not None and expires_in_s <= 0:
-            raise InvalidInput("expires_in_s must be positive")
+        if expires_in_s is not None and not 0 < expires_in_s <= MAX_LIFETIME_S:
+            raise InvalidInput(f"expires_in_s must be between 0 and {MAX_LIFETIME_S:g} seconds")
         expires_at = (
             None
             if expires_in_s is None
@@ -160,8 +160,8 @@ class TenancyService:
         now = dt.datetime.now(dt.UTC)
         if old is None or old.tenant != tenant or not old.valid_at(now):
             raise NotFound(f"tenant '{tenant}' has no active key '{prefix}'")
-        if overlap_s < 0:
-            raise InvalidInput("overlap_s must not be negative")
+        if not 0 <= overlap_s <= MAX_LIFETIME_S:
+            raise InvalidInput(f"overlap_s must be between 0 and {MAX_LIFETIME_S:g} seconds")
         issued = await self.create_key(tenant, list(old.scopes), name=old.name)
         until = now + dt.timedelta(seconds=overlap_s)
         if old.expires_at is None or until < old.expires_at:

@@ -32,14 +32,17 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
+_MAX_WAIT_S = 86_400.0
+
+
 def _decision(allowed: bool, tokens: float, rate: float, burst: int) -> RateDecision:
-    retry = 0.0 if allowed else (1.0 - tokens) / rate
+    retry = 0.0 if allowed else min((1.0 - tokens) / rate, _MAX_WAIT_S)
     return RateDecision(
         allowed=allowed,
         limit=burst,
         remaining=max(0, math.floor(tokens)),
         retry_after_s=retry,
-        reset_s=(burst - tokens) / rate,
+        reset_s=min((burst - tokens) / rate, _MAX_WAIT_S),
     )
 
 
@@ -80,7 +83,7 @@ if tokens >= 1 then
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.min(86400000, math.ceil(burst / rate * 1000)) + 1000)
 return {allowed, tostring(tokens)}
 """
 
