@@ -8,6 +8,7 @@ revoked key stops working on every replica within that time.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -16,9 +17,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import structlog
+
 from modelport.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelport.services.quotas import Quotas, check_overrides
 from modelport.stores.tenancy import QUOTA_FIELDS, KeyRecord, TenancyStore, TenantRecord
+
+log = structlog.get_logger("modelport.auth")
 
 SCOPES = ("infer", "read", "write", "admin")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -191,35 +196,61 @@ class Authenticator:
         self._ttl_s = ttl_s
         # Keyed by the token's digest: the cache never holds a key in plain text.
         self._cache: dict[bytes, tuple[float, Principal | None, dt.datetime | None]] = {}
+        self._pending: dict[bytes, asyncio.Task[tuple[Principal | None, dt.datetime | None]]] = {}
 
     def cached(self, token: str) -> Principal | None:
         """The principal for ``token`` from the cache, or None when it must be looked up."""
         hit = self._cache.get(hashlib.sha256(token.encode()).digest())
         if hit is None or hit[0] < time.monotonic():
             return None
-        principal, expires_at = hit[1], hit[2]
-        if principal is None or (expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at):
-            raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
-        return principal
+        return _valid(hit[1], hit[2])
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if self._open is not None:
             return self._open
         token = _bearer(authorization)
-        principal = self.cached(token)
-        if principal is not None:
-            return principal
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(digest)
+        now = time.monotonic()
+        if hit is not None:
+            fresh_until, principal, expires_at = hit
+            if now < fresh_until:
+                return _valid(principal, expires_at)
+            if now < fresh_until + self._ttl_s:
+                # Slightly stale: answer from the cache and refresh in the background, so
+                # requests never queue behind the database when an entry expires.
+                self._refresh(token, digest)
+                return _valid(principal, expires_at)
+        principal, expires_at = await asyncio.shield(self._refresh(token, digest))
+        return _valid(principal, expires_at)
+
+    def _refresh(
+        self, token: str, digest: bytes
+    ) -> asyncio.Task[tuple[Principal | None, dt.datetime | None]]:
+        """One lookup per key at a time, however many requests miss together."""
+        task = self._pending.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._lookup_and_cache(token, digest))
+            self._pending[digest] = task
+            task.add_done_callback(lambda done: self._settled(digest, done))
+        return task
+
+    def _settled(
+        self, digest: bytes, task: asyncio.Task[tuple[Principal | None, dt.datetime | None]]
+    ) -> None:
+        self._pending.pop(digest, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Waiting callers see the error; a background refresh only logs it.
+            log.warning("key_lookup_failed", error=type(task.exception()).__name__)
+
+    async def _lookup_and_cache(
+        self, token: str, digest: bytes
+    ) -> tuple[Principal | None, dt.datetime | None]:
         principal, expires_at = await self._lookup(token)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[hashlib.sha256(token.encode()).digest()] = (
-            time.monotonic() + self._ttl_s,
-            principal,
-            expires_at,
-        )
-        if principal is None:
-            raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
-        return principal
+        self._cache[digest] = (time.monotonic() + self._ttl_s, principal, expires_at)
+        return principal, expires_at
 
     async def _lookup(self, token: str) -> tuple[Principal | None, dt.datetime | None]:
         if self._admin_hash is not None and hmac.compare_digest(hash_key(token), self._admin_hash):
@@ -245,6 +276,12 @@ class Authenticator:
             quotas=self._defaults.merged(tenant.overrides),
         )
         return principal, record.expires_at
+
+
+def _valid(principal: Principal | None, expires_at: dt.datetime | None) -> Principal:
+    if principal is None or (expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at):
+        raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
+    return principal
 
 
 def _bearer(authorization: str | None) -> str:
