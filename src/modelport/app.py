@@ -125,7 +125,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
         description="Open Inference Protocol v2 model server with a registry and dynamic batching.",
         lifespan=app.lifespan,
     )
-    install_error_handlers(api, app.settings.max_request_bytes)
+    install_error_handlers(api)
     if app.settings.cors_origins:
         api.add_middleware(
             CORSMiddleware,
@@ -189,10 +189,8 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 
 def _content_length(scope: Scope) -> int:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+    value = _header(scope, b"content-length")
+    return int(value) if value and value.isdigit() else 0
 
 
 def _header_bytes(scope: Scope) -> int:

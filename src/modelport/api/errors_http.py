@@ -15,7 +15,7 @@ from modelport.errors import ModelportError
 log = structlog.get_logger("modelport.http")
 
 
-def install_error_handlers(api: FastAPI, max_request_bytes: int) -> None:
+def install_error_handlers(api: FastAPI) -> None:
     async def domain_error(_request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, ModelportError)  # noqa: S101 - registered for this type only
         status = status_for(exc)

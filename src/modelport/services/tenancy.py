@@ -198,13 +198,6 @@ class Authenticator:
         self._cache: dict[bytes, tuple[float, Principal | None, dt.datetime | None]] = {}
         self._pending: dict[bytes, asyncio.Task[tuple[Principal | None, dt.datetime | None]]] = {}
 
-    def cached(self, token: str) -> Principal | None:
-        """The principal for ``token`` from the cache, or None when it must be looked up."""
-        hit = self._cache.get(hashlib.sha256(token.encode()).digest())
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return _valid(hit[1], hit[2])
-
     async def authenticate(self, authorization: str | None) -> Principal:
         if self._open is not None:
             return self._open

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound
 from modelport.stores.sql.schema import model_versions, models
+from modelport.stores.sql.timestamps import as_utc
 
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
@@ -205,7 +206,7 @@ def _versions_query(tenant: str, model: str) -> Any:
 
 
 def _model(row: Any) -> ModelRecord:
-    return ModelRecord(row.tenant, row.name, row.required, _utc(row.created_at))
+    return ModelRecord(row.tenant, row.name, row.required, as_utc(row.created_at))
 
 
 def _version(tenant: str, model: str, row: Any) -> VersionRecord:
@@ -217,11 +218,6 @@ def _version(tenant: str, model: str, row: Any) -> VersionRecord:
         sha256=row.sha256,
         signature=row.signature,
         config=row.config,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         created_by=row.created_by,
     )
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; every timestamp we write is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.errors import Conflict
 from modelport.stores.sql.schema import api_keys, tenants
+from modelport.stores.sql.timestamps import as_utc
 
 QUOTA_FIELDS = (
     "rate_limit_rps",
@@ -157,20 +158,15 @@ class TenancyStore:
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return None if value is None else as_utc(value)
 
 
 def _tenant(row: Any) -> TenantRecord:
-    created = _utc(row.created_at)
-    assert created is not None  # noqa: S101 - the column is NOT NULL
-    return TenantRecord(row.name, row.status, created, {k: getattr(row, k) for k in QUOTA_FIELDS})
+    overrides = {k: getattr(row, k) for k in QUOTA_FIELDS}
+    return TenantRecord(row.name, row.status, as_utc(row.created_at), overrides)
 
 
 def _key(row: Any) -> KeyRecord:
-    created = _utc(row.created_at)
-    assert created is not None  # noqa: S101 - the column is NOT NULL
     return KeyRecord(
         id=row.id,
         tenant=row.tenant,
@@ -178,7 +174,7 @@ def _key(row: Any) -> KeyRecord:
         key_hash=row.key_hash,
         name=row.name,
         scopes=tuple(row.scopes),
-        created_at=created,
+        created_at=as_utc(row.created_at),
         expires_at=_utc(row.expires_at),
         revoked_at=_utc(row.revoked_at),
     )
