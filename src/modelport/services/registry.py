@@ -51,13 +51,13 @@ class RegistryService:
         self,
         tenant: str,
         name: str,
-        source: Path,
+        source: Path | str,
         config: VersionConfig | None = None,
         *,
         required: bool | None = None,
         created_by: str = "cli",
     ) -> VersionRecord:
-        """Store ``source`` as the next version of ``name``.
+        """Store ``source`` (a local path or an fsspec URI) as the next version of ``name``.
 
         The signature is read from the artifact and the warmup requests are checked against it
         before anything is written, so a push that fails leaves the registry as it was."""
@@ -66,9 +66,10 @@ class RegistryService:
         if owner is None or not owner.active:
             raise NotFound(f"tenant '{tenant}' does not exist or is suspended")
         config = config or VersionConfig()
-        signature: Signature = await asyncio.to_thread(_read_signature, source, config)
-        warmup_requests(signature, config.warmup, name)
-        uri, sha256 = await asyncio.to_thread(self._artifacts.put, f"{tenant}/{name}", source)
+        async with self._artifacts.stage(source) as local:
+            signature: Signature = await asyncio.to_thread(_read_signature, local, config)
+            warmup_requests(signature, config.warmup, name)
+            uri, sha256 = await asyncio.to_thread(self._artifacts.put, f"{tenant}/{name}", local)
         await self._store.ensure_model(tenant, name, required)
         return await self._store.add_version(
             tenant,

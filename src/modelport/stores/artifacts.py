@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,11 @@ class ArtifactStore:
 
     def _uri(self, path: str) -> str:
         return f"{self._protocol}://{path}"
+
+    @asynccontextmanager
+    async def stage(self, source: Path | str) -> AsyncIterator[Path]:
+        """A local path holding ``source`` (a path or an fsspec URI) while the block runs."""
+        yield Path(source)
 
     def put(self, model: str, source: Path) -> tuple[str, str]:
         """Copy ``source`` into the store; returns ``(uri, sha256)``.
