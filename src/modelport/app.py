@@ -83,7 +83,7 @@ class ModelportApp:
     @asynccontextmanager
     async def lifespan(self, api: FastAPI) -> AsyncIterator[None]:
         configure_logging(self.settings.log_level)
-        services = await build_services(self.settings)
+        services = await build_services(self.settings, server=True)
         self.services = services
         api.state.services = services
         self._infer = InferEndpoint(
@@ -96,7 +96,10 @@ class ModelportApp:
         )
         try:
             if self.settings.load_models_on_start:
+                await services.start_release_workers()
                 await services.repository.load_on_start()
+            elif services.guard is not None:
+                services.guard.start()
             # Everything built so far lives as long as the process: moving it out of the
             # collector's reach keeps full collections short (p99 at -c64 fell ~3x with it).
             gc.collect()
@@ -116,6 +119,7 @@ def create_app(settings: Settings | None = None) -> ModelportApp:
 def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.errors_http import install_error_handlers
     from modelport.api.metrics_endpoint import router as metrics_router
+    from modelport.api.v1_models import router as models_router
     from modelport.api.v1_tenants import router as tenants_router
     from modelport.api.v2_endpoints import router as v2_router
 
@@ -130,13 +134,20 @@ def _fastapi(app: ModelportApp) -> FastAPI:
         api.add_middleware(
             CORSMiddleware,
             allow_origins=app.settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Inference-Header-Content-Length",
+                "X-Model-Alias",
+                "X-Routing-Key",
+            ],
             expose_headers=["X-Request-ID", "X-Model-Version", "Inference-Header-Content-Length"],
         )
     api.include_router(v2_router)
     api.include_router(metrics_router)
     api.include_router(tenants_router)
+    api.include_router(models_router)
     return api
 
 

@@ -8,16 +8,22 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.observability.metrics import Metrics
+from modelport.routing.table import RouteTable
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
+from modelport.services.release_sync import ReleaseSync
+from modelport.services.releases import ReleaseService
 from modelport.services.repository import RepositoryService
+from modelport.services.rollout_guard import RolloutGuard
+from modelport.services.shadow import ShadowRunner
 from modelport.services.tenancy import Authenticator, TenancyService
 from modelport.serving.pool import ModelPool
 from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelport.stores.registry import RegistryStore
+from modelport.stores.releases import ReleaseStore
 from modelport.stores.sql import create_engine, migrate
 from modelport.stores.tenancy import TenancyStore
 
@@ -34,14 +40,35 @@ class Services:
     tenancy: TenancyService
     authenticator: Authenticator
     quotas: QuotaGate
+    releases: ReleaseService
+    release_store: ReleaseStore
+    shadow: ShadowRunner
+    sync: ReleaseSync | None = None
+    """Follows the release state (servers only)."""
+    guard: RolloutGuard | None = None
+    """Publishes statistics and judges rollouts (servers only)."""
+
+    async def start_release_workers(self) -> None:
+        """Install the current release state (loading what it needs), then follow it."""
+        if self.sync is not None:
+            await self.sync.start()
+        if self.guard is not None:
+            self.guard.start()
 
     async def close(self) -> None:
+        if self.guard is not None:
+            await self.guard.close()
+        if self.sync is not None:
+            await self.sync.close()
+        await self.shadow.close()
         await self.pool.close()
         await self.quotas.close()
         await self.engine.dispose()
 
 
-async def build_services(settings: Settings) -> Services:
+async def build_services(settings: Settings, *, server: bool = False) -> Services:
+    """Everything a command needs; ``server`` adds what follows and acts on the release state
+    (a CLI command only reads and writes it)."""
     url = settings.database_url.get_secret_value()
     await migrate(url)
     engine = create_engine(url)
@@ -50,7 +77,34 @@ async def build_services(settings: Settings) -> Services:
     artifacts = ArtifactStore(settings.artifacts_uri, settings.cache_dir)
     metrics = Metrics()
     pool = ModelPool(artifacts, metrics)
-    registry = RegistryService(store, artifacts, tenants)
+    release_store = ReleaseStore(engine)
+    registry = RegistryService(store, artifacts, tenants, release_store)
+    routes = RouteTable()
+    shadow = ShadowRunner(pool, max_inflight=settings.shadow_max_inflight)
+    sync = (
+        ReleaseSync(
+            release_store,
+            store,
+            pool,
+            routes,
+            database_url=url,
+            interval_s=settings.release_sync_interval_s,
+        )
+        if server
+        else None
+    )
+    releases = ReleaseService(release_store, store, pool, sync)
+    guard = (
+        RolloutGuard(
+            release_store,
+            releases,
+            pool,
+            interval_s=settings.rollout_guard_interval_s,
+            lease_ttl_s=settings.rollout_guard_lease_s,
+        )
+        if server
+        else None
+    )
     limiter: RateLimiter = (
         RedisRateLimiter(Redis.from_url(settings.redis_url.get_secret_value()))
         if settings.redis_url is not None
@@ -69,8 +123,10 @@ async def build_services(settings: Settings) -> Services:
         metrics=metrics,
         pool=pool,
         registry=registry,
-        repository=RepositoryService(store, registry, pool),
-        inference=InferenceService(pool, store, settings.request_timeout_ms / 1000.0),
+        repository=RepositoryService(store, registry, pool, sync),
+        inference=InferenceService(
+            pool, store, settings.request_timeout_ms / 1000.0, routes=routes, shadow=shadow
+        ),
         tenancy=TenancyService(tenants),
         authenticator=Authenticator(
             tenants,
@@ -80,4 +136,9 @@ async def build_services(settings: Settings) -> Services:
             open_as_tenant=None if settings.auth_enabled else settings.default_tenant,
         ),
         quotas=QuotaGate(limiter),
+        releases=releases,
+        release_store=release_store,
+        shadow=shadow,
+        sync=sync,
+        guard=guard,
     )

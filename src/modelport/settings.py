@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the API (CORS). Empty: CORS is off."""
 
+    release_sync_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often a replica checks the release state (aliases, routing, rollouts) in the
+    database. On PostgreSQL a change also arrives at once through LISTEN/NOTIFY; the poll heals a
+    missed notice."""
+
+    rollout_guard_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often the rollout guard judges running rollouts and each replica publishes its
+    per-version request statistics."""
+
+    rollout_guard_lease_s: float = Field(default=5.0, gt=0, le=300)
+    """Lease on the guard's role; if its holder stops renewing, another replica takes over
+    after this long."""
+
+    shadow_max_inflight: int = Field(default=64, ge=0)
+    """Most mirrored (shadow) requests running at once per replica; beyond it, mirrors are
+    dropped and counted, so shadowing cannot queue up behind live traffic."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
 

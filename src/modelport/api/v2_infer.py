@@ -26,6 +26,7 @@ _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _EXPOSED = b"X-Request-ID, X-Model-Version, Inference-Header-Content-Length"
+#: Request headers: pin an alias (like ``{model}@{alias}``) and give the sticky routing key.
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -72,6 +73,8 @@ class InferEndpoint:
         encoding = b""
         authorization: str | None = None
         origin = b""
+        alias: str | None = None
+        routing_key: str | None = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
@@ -83,6 +86,10 @@ class InferEndpoint:
                 encoding = value.lower()
             elif key == b"origin":
                 origin = value
+            elif key == b"x-model-alias":
+                alias = value.decode("latin-1")
+            elif key == b"x-routing-key":
+                routing_key = value.decode("latin-1")
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         try:
@@ -97,7 +104,15 @@ class InferEndpoint:
             self._quotas.enter(tenant, quotas)
             try:
                 result = await self._serve(
-                    receive, model, version, tenant, quotas, header_length, encoding
+                    receive,
+                    model,
+                    version,
+                    tenant,
+                    quotas,
+                    header_length,
+                    encoding,
+                    alias,
+                    routing_key,
                 )
             finally:
                 self._quotas.leave(tenant)
@@ -165,6 +180,8 @@ class InferEndpoint:
         quotas: Quotas,
         header_length: int | None,
         encoding: bytes,
+        alias: str | None,
+        routing_key: str | None,
     ) -> tuple[bytes, int | None, str] | None:
         body = await _read_body(receive, self._max)
         if body is None:
@@ -176,7 +193,9 @@ class InferEndpoint:
         if quotas.max_rows:
             rows = max((t.shape[0] if t.shape else 1) for t in request.inputs)
             self._quotas.check_rows(tenant, quotas, rows)
-        result = await self._inference.infer(tenant, model, version, request)
+        result = await self._inference.infer(
+            tenant, model, version, request, alias=alias or None, routing_key=routing_key
+        )
         payload, json_length = encode_response(
             result.model, result.version, result.outputs, result.id
         )

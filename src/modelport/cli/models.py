@@ -89,8 +89,12 @@ def build_config(
 @app.command()
 def push(
     name: Annotated[str, typer.Argument(help="Model name, e.g. ranker.")],
-    path: Annotated[
-        Path, typer.Argument(help="An .onnx file, or a folder for text-embedding models.")
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="An .onnx file, or a folder for text-embedding models: a local path or a URI "
+            "(file://, s3://bucket/key with the s3 extra, gs://bucket/key with the gcs extra).",
+        ),
     ],
     tenant: TenantOption = "default",
     runtime: Annotated[str | None, typer.Option(help="onnx (default) or text-embedding.")] = None,
@@ -123,7 +127,11 @@ def push(
         typer.Option("--required/--optional", help="Whether server readiness waits for it."),
     ] = None,
 ) -> None:
-    """Register PATH as the next version of NAME."""
+    """Register SOURCE as the next version of NAME."""
+    if "://" not in source and not Path(source).exists():
+        raise typer.BadParameter(
+            f"{source} does not exist (no such file or folder)", param_hint="'source'"
+        )
     version_config = build_config(
         config,
         runtime,
@@ -137,7 +145,7 @@ def push(
     )
     record = run_with_services(
         Settings(),
-        lambda s: s.registry.push(tenant, name, path, version_config, required=required),
+        lambda s: s.registry.push(tenant, name, source, version_config, required=required),
     )
     console.print(
         f"[green]registered[/green] {record.model} version {record.version} "

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import structlog
 
 from modelport.errors import (
     DeadlineExceeded,
@@ -15,13 +17,21 @@ from modelport.errors import (
     ModelNotFound,
     ModelNotReady,
     ModelportError,
+    NotFound,
     QueueFull,
     VersionNotFound,
 )
+from modelport.routing.policy import Route
+from modelport.routing.table import RouteTable
 from modelport.serving.codec import InferRequest
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.serving.signature import validate_inputs
 from modelport.stores.registry import RegistryStore
+
+if TYPE_CHECKING:
+    from modelport.services.shadow import ShadowRunner
+
+log = structlog.get_logger("modelport.inference")
 
 
 @dataclass(slots=True)
@@ -33,14 +43,40 @@ class InferResult:
 
 
 class InferenceService:
-    def __init__(self, pool: ModelPool, registry: RegistryStore, default_timeout_s: float) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        registry: RegistryStore,
+        default_timeout_s: float,
+        routes: RouteTable | None = None,
+        shadow: ShadowRunner | None = None,
+    ) -> None:
         self._pool = pool
         self._registry = registry
         self._default_timeout_s = default_timeout_s
+        self._routes = routes if routes is not None else RouteTable()
+        self._shadow = shadow
+
+    def serving(self, tenant: str, model: str) -> bool:
+        """Whether unpinned requests for ``model`` would find a READY version here."""
+        routing = self._routes.get(tenant, model)
+        if routing is not None and routing.route is not None:
+            return all(self._ready(tenant, model, v) for v in routing.route.versions)
+        if (tenant, model) in self._routes.pending:
+            return False
+        return self._pool.newest_ready(tenant, model) is not None
+
+    def _ready(self, tenant: str, model: str, version: str) -> bool:
+        entry = self._pool.get(tenant, model, version)
+        return entry is not None and entry.state is VersionState.READY
 
     async def resolve(self, tenant: str, model: str, version: str | None) -> LoadedVersion:
         """The loaded version that serves ``model`` (newest READY one unless pinned)."""
         if version is None:
+            if (tenant, model) in self._routes.pending:
+                raise ModelNotReady(
+                    f"model '{model}' is loading the versions its routing names; retry shortly"
+                )
             entry = self._pool.newest_ready(tenant, model)
             if entry is not None:
                 return entry
@@ -69,26 +105,116 @@ class InferenceService:
             f"POST /v2/repository/models/{model}/load"
         )
 
+    async def _resolve_alias(self, tenant: str, model: str, alias: str) -> LoadedVersion:
+        routing = self._routes.get(tenant, model)
+        version = None if routing is None else routing.aliases.get(alias)
+        if version is None:
+            if await self._registry.get_model(tenant, model) is None:
+                raise ModelNotFound(model)
+            if (tenant, model) in self._routes.pending:
+                raise ModelNotReady(f"model '{model}' is loading its aliases; retry shortly")
+            raise NotFound(f"model '{model}' has no alias '{alias}'")
+        return await self.resolve(tenant, model, version)
+
     async def infer(
-        self, tenant: str, model: str, version: str | None, request: InferRequest
+        self,
+        tenant: str,
+        model: str,
+        version: str | None,
+        request: InferRequest,
+        *,
+        alias: str | None = None,
+        routing_key: str | None = None,
     ) -> InferResult:
         started = time.perf_counter()
-        # The common case (unpinned, a READY version cached in the pool) stays synchronous.
-        entry = self._pool.newest_ready(tenant, model) if version is None else None
-        if entry is None:
+        if alias is None and "@" in model:
+            model, _, alias = model.partition("@")
+            if not alias:
+                raise InvalidInput("'model@alias' needs an alias after '@'")
+        route: Route | None = None
+        entry: LoadedVersion | None = None
+        if version is not None:
             entry = await self.resolve(tenant, model, version)
+        elif alias is not None:
+            entry = await self._resolve_alias(tenant, model, alias)
+        else:
+            routing = self._routes.installed.get((tenant, model))
+            if routing is not None and routing.route is not None:
+                route = routing.route
+                key = routing_key
+                if key is None and route.sticky_key is not None:
+                    raw = request.parameters.get(route.sticky_key)
+                    key = None if raw is None else str(raw)
+                chosen = route.choose(key)
+                entry = self._pool.get(tenant, model, chosen)
+                if entry is None or entry.state is not VersionState.READY:
+                    entry = await self.resolve(tenant, model, chosen)
+            else:
+                # The common case (unrouted, a READY version cached in the pool) stays sync.
+                if (tenant, model) not in self._routes.pending:
+                    entry = self._pool.newest_ready(tenant, model)
+                if entry is None:
+                    entry = await self.resolve(tenant, model, None)
         try:
-            result = await self._infer(entry, request)
+            result, arrays, rows, outputs = await self._run(entry, request, started)
         except ModelportError as exc:
-            entry.metrics.request(_outcome(exc), time.perf_counter() - started)
+            fallback = self._fallback(route, entry, exc)
+            if fallback is None:
+                raise
+            log.info(
+                "infer_fallback",
+                model=model,
+                version=entry.version,
+                fallback=fallback.version,
+                error=exc.message,
+            )
+            result, arrays, rows, outputs = await self._run(fallback, request, started)
+            return result
+        if route is not None and route.shadow_version is not None and self._shadow is not None:
+            self._shadow.maybe_mirror(
+                entry, route, arrays, rows, outputs, time.perf_counter() - started
+            )
+        return result
+
+    def _fallback(
+        self, route: Route | None, entry: LoadedVersion, exc: ModelportError
+    ) -> LoadedVersion | None:
+        if route is None or route.fallback_version is None:
+            return None
+        if route.fallback_version == entry.version or not isinstance(exc, _RETRYABLE):
+            return None
+        fallback = self._pool.get(entry.tenant, entry.model, route.fallback_version)
+        if fallback is None or fallback.state is not VersionState.READY:
+            return None
+        return fallback
+
+    async def _run(
+        self, entry: LoadedVersion, request: InferRequest, started: float
+    ) -> tuple[InferResult, dict[str, np.ndarray], int, dict[str, np.ndarray]]:
+        # Counted from routing to answer: an unload waits for this to reach zero.
+        entry.inflight += 1
+        try:
+            outcome = await self._infer(entry, request)
+        except ModelportError as exc:
+            seconds = time.perf_counter() - started
+            name = _outcome(exc)
+            entry.metrics.request(name, seconds)
+            if name not in _CLIENT_OUTCOMES:
+                entry.window.record(False, seconds)
             raise
         except asyncio.CancelledError:
             entry.metrics.request("cancelled", time.perf_counter() - started)
             raise
-        entry.metrics.request("ok", time.perf_counter() - started)
-        return result
+        finally:
+            entry.inflight -= 1
+        seconds = time.perf_counter() - started
+        entry.metrics.request("ok", seconds)
+        entry.window.record(True, seconds)
+        return outcome
 
-    async def _infer(self, entry: LoadedVersion, request: InferRequest) -> InferResult:
+    async def _infer(
+        self, entry: LoadedVersion, request: InferRequest
+    ) -> tuple[InferResult, dict[str, np.ndarray], int, dict[str, np.ndarray]]:
         signature = entry.signature
         arrays = validate_inputs(signature, request.inputs, entry.model)
         names = signature.output_names
@@ -112,12 +238,13 @@ class InferenceService:
         runtime.check(arrays)
         loop = asyncio.get_running_loop()
         outputs = await batcher.submit(arrays, rows, loop.time() + self._timeout(request))
-        return InferResult(
+        result = InferResult(
             entry.model,
             entry.version,
             [(name, outputs[name], binary) for name, binary in wanted],
             request.id,
         )
+        return result, arrays, rows, outputs
 
     def _timeout(self, request: InferRequest) -> float:
         raw = request.parameters.get("timeout_ms")
@@ -126,6 +253,12 @@ class InferenceService:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
             raise InvalidInput("parameters.timeout_ms must be a positive number of milliseconds")
         return float(raw) / 1000.0
+
+
+#: Failures that say something about the version, not the request: worth one retry elsewhere.
+_RETRYABLE = (InferenceFailed, DeadlineExceeded, QueueFull, ModelNotReady)
+#: Outcomes that are the caller's mistake; they do not count against a version's error rate.
+_CLIENT_OUTCOMES = frozenset({"invalid_input"})
 
 
 def _outcome(exc: ModelportError) -> str:

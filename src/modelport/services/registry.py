@@ -6,14 +6,24 @@ import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from modelport.errors import InvalidInput, ModelNotFound, NotFound, VersionNotFound
+import numpy as np
+
+from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
 from modelport.serving.config import VersionConfig
-from modelport.serving.runtimes import read_signature
+from modelport.serving.contract import (
+    GoldenExample,
+    golden_failures,
+    incompatibilities,
+    parse_golden,
+)
+from modelport.serving.runtimes import load_runtime, read_signature
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
+from modelport.stores.releases import Change, ReleaseStore
 from modelport.stores.tenancy import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -33,6 +43,17 @@ def check_model_name(name: str) -> None:
         )
 
 
+def _run_examples(
+    path: Path, config: VersionConfig, examples: list[GoldenExample]
+) -> list[dict[str, np.ndarray]]:
+    """Each golden example through a runtime loaded just for this (blocking: run in a thread)."""
+    runtime = load_runtime(path, config.runtime)
+    try:
+        return [runtime.predict(example.inputs) for example in examples]
+    finally:
+        runtime.close()
+
+
 def _read_signature(source: Path, config: VersionConfig) -> Signature:
     if not source.exists():
         raise InvalidInput(f"artifact path {source} does not exist")
@@ -41,11 +62,16 @@ def _read_signature(source: Path, config: VersionConfig) -> Signature:
 
 class RegistryService:
     def __init__(
-        self, store: RegistryStore, artifacts: ArtifactStore, tenants: TenancyStore
+        self,
+        store: RegistryStore,
+        artifacts: ArtifactStore,
+        tenants: TenancyStore,
+        audit: ReleaseStore | None = None,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._tenants = tenants
+        self._audit = audit
 
     async def push(
         self,
@@ -56,22 +82,51 @@ class RegistryService:
         *,
         required: bool | None = None,
         created_by: str = "cli",
+        breaking: bool = False,
     ) -> VersionRecord:
         """Store ``source`` (a local path or an fsspec URI) as the next version of ``name``.
 
         The signature is read from the artifact and the warmup requests are checked against it
-        before anything is written, so a push that fails leaves the registry as it was."""
+        before anything is written, so a push that fails leaves the registry as it was. The
+        signature must stay compatible with the model's declared interface (unless ``breaking``,
+        which makes it the new interface), and the model's golden examples must pass on it."""
         check_model_name(name)
         owner = await self._tenants.get_tenant(tenant)
         if owner is None or not owner.active:
             raise NotFound(f"tenant '{tenant}' does not exist or is suspended")
         config = config or VersionConfig()
+        existing = await self._store.get_model(tenant, name)
+        checks: dict[str, Any] = {"breaking": breaking}
         async with self._artifacts.stage(source) as local:
             signature: Signature = await asyncio.to_thread(_read_signature, local, config)
             warmup_requests(signature, config.warmup, name)
+            if existing is not None and existing.interface is not None and not breaking:
+                problems = incompatibilities(Signature.from_dict(existing.interface), signature)
+                if problems:
+                    raise Conflict(
+                        f"the new version of model '{name}' breaks its interface: "
+                        f"{'; '.join(problems)}. Push it as a breaking change (--breaking) "
+                        "to make this the new interface"
+                    )
+            if existing is not None and existing.golden and not breaking:
+                examples = parse_golden(signature, existing.golden, name)
+                outputs = await asyncio.to_thread(_run_examples, local, config, examples)
+                failures = golden_failures(examples, outputs)
+                if failures:
+                    raise Conflict(
+                        f"the new version of model '{name}' fails its golden examples: "
+                        f"{'; '.join(failures)}"
+                    )
+                checks["golden_passed"] = len(examples)
             uri, sha256 = await asyncio.to_thread(self._artifacts.put, f"{tenant}/{name}", local)
-        await self._store.ensure_model(tenant, name, required)
-        return await self._store.add_version(
+        model = await self._store.ensure_model(tenant, name, required)
+        if model.interface is None or breaking:
+            await self._store.set_interface(tenant, name, signature.to_dict())
+            if breaking and model.golden:
+                # The examples describe the old interface; they go with it.
+                await self._store.set_golden(tenant, name, None)
+                checks["golden_cleared"] = True
+        record = await self._store.add_version(
             tenant,
             name,
             artifact_uri=uri,
@@ -80,6 +135,55 @@ class RegistryService:
             config=config.model_dump(mode="json"),
             created_by=created_by,
         )
+        if self._audit is not None:
+            await self._audit.record(
+                tenant,
+                name,
+                Change(
+                    "version_pushed",
+                    created_by,
+                    "breaking change" if breaking else "",
+                    None,
+                    record.version,
+                    {"sha256": sha256, **checks},
+                ),
+            )
+        return record
+
+    async def set_golden(
+        self, tenant: str, name: str, examples: list[dict[str, Any]] | None, actor: str
+    ) -> int:
+        """Store golden examples after checking them against the model's interface and, when
+        the model has versions, running them on the newest one (examples that today's model
+        does not reproduce would block every push)."""
+        model = await self._store.get_model(tenant, name)
+        if model is None:
+            raise ModelNotFound(name)
+        if examples:
+            if model.interface is None:
+                raise Conflict(f"model '{name}' has no interface yet; push a version first")
+            parsed = parse_golden(Signature.from_dict(model.interface), examples, name)
+            latest = await self._store.latest_version(tenant, name)
+            if latest is not None:
+                config = VersionConfig.model_validate(latest.config)
+                path = await asyncio.to_thread(
+                    self._artifacts.materialise, latest.artifact_uri, latest.sha256
+                )
+                outputs = await asyncio.to_thread(_run_examples, path, config, parsed)
+                failures = golden_failures(parsed, outputs)
+                if failures:
+                    raise InvalidInput(
+                        f"version {latest.version} of model '{name}' does not reproduce these "
+                        f"golden examples: {'; '.join(failures)}"
+                    )
+        await self._store.set_golden(tenant, name, examples or None)
+        if self._audit is not None:
+            await self._audit.record(
+                tenant,
+                name,
+                Change("golden_changed", actor, "", details={"examples": len(examples or [])}),
+            )
+        return len(examples or [])
 
     async def list_models(self, tenant: str) -> list[ModelDescription]:
         return [

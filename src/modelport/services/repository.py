@@ -8,6 +8,7 @@ import structlog
 
 from modelport.errors import ArtifactError, ModelNotFound
 from modelport.services.registry import RegistryService
+from modelport.services.release_sync import ReleaseSync
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.stores.registry import RegistryStore
 
@@ -23,15 +24,25 @@ class IndexEntry:
 
 
 class RepositoryService:
-    def __init__(self, store: RegistryStore, registry: RegistryService, pool: ModelPool) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        registry: RegistryService,
+        pool: ModelPool,
+        sync: ReleaseSync | None = None,
+    ) -> None:
         self._store = store
         self._registry = registry
         self._pool = pool
+        self._sync = sync
         self._required: set[tuple[str, str]] = set()
 
     async def load_on_start(self) -> None:
-        """Load the newest version of every registered model, one after another."""
+        """Load the newest version of every registered model, one after another; a model with
+        release state (aliases, routing) gets the versions that state names instead."""
         for model in await self._store.list_models(None):
+            if self._sync is not None and self._sync.manages(model.tenant, model.name):
+                continue
             latest = await self._store.latest_version(model.tenant, model.name)
             if latest is not None:
                 await self._pool.load(latest)
@@ -47,8 +58,9 @@ class RepositoryService:
         if version is None:
             # The newest version now serves unpinned traffic; older ones finish what they
             # queued and unload, so no request is dropped by the swap.
+            keep = set() if self._sync is None else self._sync.protected(tenant, model)
             for older in self._pool.versions_of(tenant, model):
-                if int(older.version) < int(entry.version):
+                if int(older.version) < int(entry.version) and older.version not in keep:
                     await self._pool.unload(tenant, model, older.version)
         return entry
 
@@ -87,13 +99,18 @@ class RepositoryService:
             log.warning("readiness_registry_unavailable", error=type(exc).__name__)
         if not self._required:
             return False
-        return all(self._pool.newest_ready(*key) is not None for key in self._required)
+        return all(self._serving(*key) for key in self._required)
 
     def model_ready(self, tenant: str, model: str, version: str | None) -> bool:
         if version is None:
-            return self._pool.newest_ready(tenant, model) is not None
+            return self._serving(tenant, model)
         entry = self._pool.get(tenant, model, version)
         return entry is not None and entry.state is VersionState.READY
+
+    def _serving(self, tenant: str, model: str) -> bool:
+        if self._sync is not None and self._sync.manages(tenant, model):
+            return self._sync.serving(tenant, model)
+        return self._pool.newest_ready(tenant, model) is not None
 
     async def _refresh_required(self) -> None:
         self._required = {

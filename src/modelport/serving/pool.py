@@ -17,6 +17,7 @@ import structlog
 
 from modelport.errors import ArtifactError, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
+from modelport.routing.window import Window
 from modelport.serving.batcher import Batcher
 from modelport.serving.config import VersionConfig
 from modelport.serving.runtimes import Runtime, load_runtime
@@ -49,6 +50,11 @@ class LoadedVersion:
     batcher: Batcher | None = None
     executor: ThreadPoolExecutor | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: int = 0
+    """Requests routed here and not yet answered; an unload waits for them."""
+    window: Window = field(default_factory=Window)
+    """Cumulative requests, errors and latency of this version in this process (the rollout
+    guard sums these over replicas); shared by every load of the same version."""
 
     @property
     def label(self) -> str:
@@ -66,6 +72,7 @@ class ModelPool:
         # Keyed by (tenant, model): two tenants' models of the same name never meet.
         self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
         self._serving: dict[tuple[str, str], LoadedVersion] = {}
+        self._windows: dict[tuple[str, str, str], Window] = {}
 
     def get(self, tenant: str, model: str, version: str) -> LoadedVersion | None:
         return self._versions.get((tenant, model), {}).get(version)
@@ -73,6 +80,10 @@ class ModelPool:
     def versions_of(self, tenant: str, model: str) -> list[LoadedVersion]:
         versions = self._versions.get((tenant, model), {}).values()
         return sorted(versions, key=lambda v: int(v.version))
+
+    def windows(self) -> list[tuple[str, str, str, Window]]:
+        """Every version's cumulative window in this process (loaded now or before)."""
+        return [(t, m, v, w) for (t, m, v), w in self._windows.items()]
 
     def all(self) -> list[LoadedVersion]:
         return [v for versions in self._versions.values() for v in versions.values()]
@@ -95,6 +106,7 @@ class ModelPool:
             await existing.loaded.wait()
             return existing
         config = VersionConfig.model_validate(record.config)
+        window = self._windows.setdefault((record.tenant, record.model, record.version), Window())
         entry = LoadedVersion(
             tenant=record.tenant,
             model=record.model,
@@ -102,6 +114,7 @@ class ModelPool:
             signature=Signature.from_dict(record.signature),
             config=config,
             metrics=self._metrics.for_version(record.tenant, record.model, record.version),
+            window=window,
         )
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
@@ -161,17 +174,38 @@ class ModelPool:
             rows = _rows(arrays) if entry.signature.batchable else 1
             await entry.batcher.submit(arrays, rows)
 
-    async def unload(self, tenant: str, model: str, version: str) -> bool:
+    async def unload(
+        self, tenant: str, model: str, version: str, *, drain_timeout_s: float = 30.0
+    ) -> bool:
+        """Stop routing to a version, let its in-flight requests finish, then unload it.
+
+        A load of the same version that starts while this one drains gets a fresh entry; the
+        draining one then leaves without touching it."""
         key = (tenant, model)
-        entry = self._versions.get(key, {}).pop(version, None)
-        if entry is None:
+        entry = self._versions.get(key, {}).get(version)
+        if entry is None or entry.state is VersionState.UNLOADING:
             return False
-        if not self._versions.get(key):
-            self._versions.pop(key, None)
         entry.state = VersionState.UNLOADING
         self._refresh_serving(tenant, model)
+        deadline = time.monotonic() + drain_timeout_s
+        # A plain counter keeps the request path cheap; polling it only costs while draining.
+        while entry.inflight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        if entry.inflight > 0:
+            log.warning(
+                "model_drain_timeout", model=model, version=version, inflight=entry.inflight
+            )
+        versions = self._versions.get(key, {})
+        if versions.get(version) is entry:
+            del versions[version]
+            if not versions:
+                self._versions.pop(key, None)
         await self._stop(entry)
-        self._metrics.version_ready.remove(tenant, model, version)
+        successor = self.get(tenant, model, version)
+        if successor is None:
+            self._metrics.version_ready.remove(tenant, model, version)
+        elif successor.batcher is not None:
+            successor.metrics.watch_queue(successor.batcher)
         self._refresh_gauges()
         log.info("model_unloaded", tenant=tenant, model=model, version=version)
         return True
@@ -188,7 +222,7 @@ class ModelPool:
 
     async def close(self) -> None:
         for entry in self.all():
-            await self.unload(entry.tenant, entry.model, entry.version)
+            await self.unload(entry.tenant, entry.model, entry.version, drain_timeout_s=5.0)
 
     def _refresh_gauges(self) -> None:
         ready = 0

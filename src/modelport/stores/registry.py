@@ -35,6 +35,10 @@ class ModelRecord:
     name: str
     required: bool
     created_at: dt.datetime
+    interface: dict[str, Any] | None = None
+    """The signature every new version must stay compatible with (unless pushed as breaking)."""
+    golden: list[dict[str, Any]] | None = None
+    """Golden examples a new version must reproduce before it may receive traffic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,22 @@ class RegistryStore:
                 await conn.execute(update(models).where(*where).values(required=required))
             row = (await conn.execute(select(models).where(*where))).one()
         return _model(row)
+
+    async def set_interface(self, tenant: str, name: str, interface: dict[str, Any]) -> None:
+        await self._update_model(tenant, name, interface=interface)
+
+    async def set_golden(self, tenant: str, name: str, golden: list[dict[str, Any]] | None) -> None:
+        await self._update_model(tenant, name, golden=golden)
+
+    async def _update_model(self, tenant: str, name: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(models)
+                .where(models.c.tenant == tenant, models.c.name == name)
+                .values(**values)
+            )
+        if result.rowcount != 1:
+            raise ModelNotFound(name)
 
     async def get_model(self, tenant: str, name: str) -> ModelRecord | None:
         async with self._engine.connect() as conn:
@@ -206,7 +226,9 @@ def _versions_query(tenant: str, model: str) -> Any:
 
 
 def _model(row: Any) -> ModelRecord:
-    return ModelRecord(row.tenant, row.name, row.required, as_utc(row.created_at))
+    return ModelRecord(
+        row.tenant, row.name, row.required, as_utc(row.created_at), row.interface, row.golden
+    )
 
 
 def _version(tenant: str, model: str, row: Any) -> VersionRecord:

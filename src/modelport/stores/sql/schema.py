@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -11,8 +12,10 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -54,6 +57,10 @@ models = Table(
     Column("name", String(128), nullable=False),
     Column("required", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The declared interface (a signature) new versions must stay compatible with.
+    Column("interface", JSON, nullable=True),
+    # Golden examples every new version must reproduce before it may receive traffic.
+    Column("golden", JSON, nullable=True),
     UniqueConstraint("tenant", "name", name="uq_models_tenant_name"),
 )
 
@@ -70,4 +77,94 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(128), nullable=False, default="cli"),
     UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
+)
+
+
+def _model_fk() -> Column[int]:
+    return Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+
+
+aliases = Table(
+    "aliases",
+    metadata,
+    _model_fk(),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    PrimaryKeyConstraint("model_id", "name"),
+)
+
+routing = Table(
+    "routing",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _model_fk(),
+    Column("baseline", Integer, nullable=False),
+    Column("candidate", Integer, nullable=False),
+    Column("plan", JSON, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    # Summed statistics of both versions when the current step started.
+    Column("snapshot", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("step_started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_by", String(128), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("from_ref", String(256), nullable=True),
+    Column("to_ref", String(256), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("details", JSON, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Cumulative per replica process: rows only grow, so sums over replicas only grow.
+version_stats = Table(
+    "version_stats",
+    metadata,
+    Column("replica", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("latency", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("replica", "tenant", "model", "version"),
+)
+
+# One row; every release change bumps it, so a replica polls one integer to know it is current.
+release_clock = Table(
+    "release_clock",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
 )

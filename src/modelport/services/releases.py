@@ -1,0 +1,396 @@
+"""Releases: aliases, routing policies, canary rollouts, version deletion and the audit trail.
+
+Every change is checked before it is written: a version an alias or a policy will send traffic
+to must first load (checksum, runtime, warmup) in this process; a failed load leaves the state as
+it was and is recorded in the audit log with its error. Written changes reach every replica
+through :class:`~modelport.services.release_sync.ReleaseSync`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
+from modelport.routing.guard import RolloutPlan
+from modelport.routing.policy import PRODUCTION, RoutingPolicy, resolve_target
+from modelport.services.release_sync import ReleaseSync
+from modelport.serving.pool import ModelPool, VersionState
+from modelport.stores.registry import RegistryStore
+from modelport.stores.releases import (
+    AuditRecord,
+    Change,
+    ModelReleases,
+    ReleaseStore,
+    RolloutRecord,
+)
+
+log = structlog.get_logger("modelport.releases")
+
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_alias_name(alias: str) -> None:
+    if not _ALIAS.match(alias) or alias.isdigit():
+        raise InvalidInput(
+            f"alias {alias!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AliasMove:
+    alias: str
+    previous: str | None
+    version: str
+
+
+class ReleaseService:
+    def __init__(
+        self,
+        store: ReleaseStore,
+        registry: RegistryStore,
+        pool: ModelPool,
+        sync: ReleaseSync | None = None,
+        *,
+        settle_timeout_s: float = 30.0,
+    ) -> None:
+        """``sync`` is given in a server: loads stay in the pool and a change
+        returns once this replica serves it. Without it (the CLI), a version is loaded only
+        to check it, then unloaded."""
+        self._store = store
+        self._registry = registry
+        self._pool = pool
+        self._sync = sync
+        self._settle_timeout_s = settle_timeout_s
+
+    # ------------------------------------------------------------------ reading
+
+    async def releases(self, tenant: str, model: str) -> ModelReleases:
+        return await self._store.model_releases(tenant, model)
+
+    async def history(
+        self, tenant: str, model: str, limit: int = 100, before: int | None = None
+    ) -> list[AuditRecord]:
+        if await self._registry.get_model(tenant, model) is None:
+            raise ModelNotFound(model)
+        return await self._store.history(tenant, model, limit, before)
+
+    async def rollouts(self, tenant: str, model: str) -> list[RolloutRecord]:
+        if await self._registry.get_model(tenant, model) is None:
+            raise ModelNotFound(model)
+        return await self._store.rollouts(tenant, model)
+
+    def serving_status(self, tenant: str, model: str) -> dict[str, Any] | None:
+        if self._sync is None:
+            return None
+        status = self._sync.status(tenant, model)
+        return {
+            "installed": status.installed,
+            "waiting_for": status.waiting_for,
+            "error": status.error,
+        }
+
+    # ------------------------------------------------------------------ aliases
+
+    async def set_alias(
+        self, tenant: str, model: str, alias: str, version: str, actor: str, reason: str
+    ) -> AliasMove:
+        check_alias_name(alias)
+        await self._require_version(tenant, model, version)
+        releases = await self._store.model_releases(tenant, model)
+        previous = releases.aliases.get(alias)
+        if previous == version:
+            return AliasMove(alias, previous, version)
+        await self._prepare(tenant, model, version, f"alias '{alias}'", previous, actor, reason)
+        previous = await self._store.set_alias(
+            tenant,
+            model,
+            alias,
+            version,
+            Change("alias_moved", actor, reason or "", details=detail(alias)),
+        )
+        log.info(
+            "alias_moved", tenant=tenant, model=model, alias=alias, previous=previous, to=version
+        )
+        await self._settle(tenant, model)
+        return AliasMove(alias, previous, version)
+
+    async def delete_alias(
+        self, tenant: str, model: str, alias: str, actor: str, reason: str
+    ) -> str:
+        check_alias_name(alias)
+        previous = await self._store.delete_alias(
+            tenant,
+            model,
+            alias,
+            Change("alias_deleted", actor, reason or "", details=detail(alias)),
+        )
+        await self._settle(tenant, model)
+        return previous
+
+    # ------------------------------------------------------------------ routing
+
+    async def set_policy(
+        self, tenant: str, model: str, policy: RoutingPolicy | None, actor: str, reason: str
+    ) -> None:
+        releases = await self._store.model_releases(tenant, model)
+        if policy is not None:
+            if policy.sticky_key is not None and not policy.sticky_key:
+                raise InvalidInput("sticky_key must be a non-empty parameter name")
+            known = ", ".join(sorted(releases.aliases)) or "none"
+            for target in sorted(policy.targets()):
+                version = resolve_target(target, releases.aliases)
+                if version is None:
+                    raise InvalidInput(
+                        f"routing target '{target}' is neither a version number nor an alias "
+                        f"of model '{model}' (aliases: {known})"
+                    )
+                await self._require_version(tenant, model, version)
+                await self._prepare(
+                    tenant, model, version, "the routing policy", None, actor, reason
+                )
+        await self._store.set_policy(
+            tenant, model, policy, Change("routing_changed", actor, reason or "")
+        )
+        await self._settle(tenant, model)
+
+    # ------------------------------------------------------------------ versions
+
+    async def delete_version(
+        self, tenant: str, model: str, version: str, actor: str, reason: str
+    ) -> None:
+        await self._store.delete_version(
+            tenant, model, version, Change("version_deleted", actor, reason or "")
+        )
+        await self._pool.unload(tenant, model, version)
+
+    # ------------------------------------------------------------------ rollouts
+
+    async def start_rollout(
+        self,
+        tenant: str,
+        model: str,
+        candidate: str,
+        plan: RolloutPlan,
+        actor: str,
+        reason: str,
+        baseline: str | None = None,
+    ) -> RolloutRecord:
+        releases = await self._store.model_releases(tenant, model)
+        if baseline is None:
+            baseline = releases.aliases.get(PRODUCTION)
+            if baseline is None:
+                raise Conflict(
+                    f"model '{model}' has no '{PRODUCTION}' alias to roll out from; set it "
+                    "first or name the baseline version"
+                )
+        if baseline == candidate:
+            raise InvalidInput(f"the candidate is already the baseline (version {baseline})")
+        await self._require_version(tenant, model, baseline)
+        await self._require_version(tenant, model, candidate)
+        for version in (baseline, candidate):
+            await self._prepare(tenant, model, version, "the rollout", None, actor, reason)
+        stats = await self._store.summed_stats(tenant, model, [baseline, candidate])
+        rollout = await self._store.start_rollout(
+            tenant,
+            model,
+            baseline,
+            candidate,
+            plan.model_dump(mode="json"),
+            {v: w.to_dict() for v, w in stats.items()},
+            Change(
+                "rollout_started",
+                actor,
+                reason or "",
+                details={"plan": plan.model_dump(mode="json")},
+            ),
+        )
+        await self._settle(tenant, model)
+        return rollout
+
+    async def current_rollout(self, tenant: str, model: str) -> RolloutRecord:
+        releases = await self._store.model_releases(tenant, model)
+        if releases.rollout is None:
+            raise NotFound(f"model '{model}' has no rollout in progress")
+        return releases.rollout
+
+    async def pause(self, tenant: str, model: str, actor: str, reason: str) -> RolloutRecord:
+        rollout = await self.current_rollout(tenant, model)
+        if rollout.state != "running":
+            raise Conflict(f"rollout {rollout.id} is {rollout.state}, not running")
+        return await self._transition(rollout, "rollout_paused", actor, reason, state="paused")
+
+    async def resume(self, tenant: str, model: str, actor: str, reason: str) -> RolloutRecord:
+        rollout = await self.current_rollout(tenant, model)
+        if rollout.state != "paused":
+            raise Conflict(f"rollout {rollout.id} is {rollout.state}, not paused")
+        # The step starts over: what happened while paused is not judged.
+        snapshot = await self._snapshot(rollout)
+        return await self._transition(
+            rollout,
+            "rollout_resumed",
+            actor,
+            reason,
+            state="running",
+            step=rollout.step,
+            snapshot=snapshot,
+        )
+
+    async def abort(self, tenant: str, model: str, actor: str, reason: str) -> RolloutRecord:
+        rollout = await self.current_rollout(tenant, model)
+        return await self._transition(rollout, "rollout_aborted", actor, reason, state="aborted")
+
+    async def promote(self, tenant: str, model: str, actor: str, reason: str) -> RolloutRecord:
+        rollout = await self.current_rollout(tenant, model)
+        return await self._transition(
+            rollout, "rollout_promoted", actor, reason, state="promoted", promote=True
+        )
+
+    async def advance(
+        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
+    ) -> RolloutRecord:
+        snapshot = await self._snapshot(rollout)
+        return await self._transition(
+            rollout,
+            "rollout_step",
+            actor,
+            reason,
+            step=rollout.step + 1,
+            snapshot=snapshot,
+            figures=figures,
+        )
+
+    async def roll_back(
+        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
+    ) -> RolloutRecord:
+        return await self._transition(
+            rollout, "rollout_rolled_back", actor, reason, state="rolled_back", figures=figures
+        )
+
+    async def finish(
+        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
+    ) -> RolloutRecord:
+        return await self._transition(
+            rollout,
+            "rollout_promoted",
+            actor,
+            reason,
+            state="promoted",
+            promote=True,
+            figures=figures,
+        )
+
+    async def _snapshot(self, rollout: RolloutRecord) -> dict[str, Any]:
+        stats = await self._store.summed_stats(
+            rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
+        )
+        return {v: w.to_dict() for v, w in stats.items()}
+
+    async def _transition(
+        self,
+        rollout: RolloutRecord,
+        action: str,
+        actor: str,
+        reason: str,
+        *,
+        state: str | None = None,
+        step: int | None = None,
+        snapshot: dict[str, Any] | None = None,
+        promote: bool = False,
+        figures: dict[str, Any] | None = None,
+    ) -> RolloutRecord:
+        steps = rollout.plan.get("steps", [100])
+        percent = float(steps[min(rollout.step, len(steps) - 1)])
+        if step is not None and step != rollout.step:
+            from_ref = f"{rollout.candidate}@{percent:g}%"
+            to_ref = f"{rollout.candidate}@{float(steps[step]):g}%"
+        elif promote:
+            from_ref, to_ref = rollout.baseline, rollout.candidate
+        elif state in ("rolled_back", "aborted"):
+            from_ref, to_ref = rollout.candidate, rollout.baseline
+        else:
+            from_ref = to_ref = f"{rollout.candidate}@{percent:g}%"
+        details: dict[str, Any] = {"rollout": rollout.id}
+        if figures:
+            details["figures"] = figures
+        updated = await self._store.transition_rollout(
+            rollout,
+            Change(action, actor, reason or "", from_ref, to_ref, details),
+            state=state,
+            step=step,
+            snapshot=snapshot,
+            promote=promote,
+        )
+        log.info(
+            action,
+            tenant=rollout.tenant,
+            model=rollout.model,
+            rollout=rollout.id,
+            state=updated.state,
+            step=updated.step,
+            reason=reason,
+        )
+        await self._settle(rollout.tenant, rollout.model)
+        return updated
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _require_version(self, tenant: str, model: str, version: str) -> None:
+        if await self._registry.get_model(tenant, model) is None:
+            raise ModelNotFound(model)
+        if await self._registry.get_version(tenant, model, version) is None:
+            raise VersionNotFound(model, version)
+
+    async def _prepare(
+        self,
+        tenant: str,
+        model: str,
+        version: str,
+        purpose: str,
+        previous: str | None,
+        actor: str,
+        reason: str,
+    ) -> None:
+        """Load ``version`` here before anything points traffic at it."""
+        entry = self._pool.get(tenant, model, version)
+        if entry is not None and entry.state is VersionState.READY:
+            return
+        record = await self._registry.get_version(tenant, model, version)
+        if record is None:
+            raise VersionNotFound(model, version)
+        loaded = await self._pool.load(record)
+        if loaded.state is not VersionState.READY:
+            error = loaded.error or "failed to load"
+            await self._store.record(
+                tenant,
+                model,
+                Change(
+                    "load_failed",
+                    actor,
+                    reason or "",
+                    previous,
+                    version,
+                    {"for": purpose, "error": error},
+                ),
+            )
+            if self._sync is None or self._pool.get(tenant, model, version) is loaded:
+                await self._pool.unload(tenant, model, version, drain_timeout_s=0)
+            kept = f"; {purpose} still points at version {previous}" if previous else ""
+            raise Conflict(f"version {version} of model '{model}' failed to load: {error}{kept}")
+        if self._sync is None:
+            await self._pool.unload(tenant, model, version)
+
+    async def _settle(self, tenant: str, model: str) -> None:
+        """In a server, return once this replica serves the change (bounded)."""
+        if self._sync is None:
+            return
+        generation = await self._store.generation()
+        await self._sync.wait_installed(tenant, model, generation, self._settle_timeout_s)
+
+
+def detail(alias: str) -> dict[str, Any]:
+    return {"alias": alias}

@@ -1,0 +1,122 @@
+"""The rollout guard: advances, promotes or rolls back canary rollouts by their SLOs.
+
+Every replica publishes its per-version request windows to SQL every tick. The guard itself
+runs in exactly one replica at a time: the one holding the ``rollout-guard`` lease in the
+database (renewed every tick, taken over by another replica when it lapses). Its decisions read
+the windows summed over all replicas since the current step started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+
+import structlog
+
+from modelport.errors import Conflict
+from modelport.routing.guard import Action, RolloutPlan, evaluate
+from modelport.routing.window import Window
+from modelport.services.releases import ReleaseService
+from modelport.serving.pool import ModelPool
+from modelport.stores.releases import ReleaseStore, RolloutRecord
+
+log = structlog.get_logger("modelport.guard")
+
+LEASE = "rollout-guard"
+ACTOR = "rollout-guard"
+
+
+class RolloutGuard:
+    def __init__(
+        self,
+        store: ReleaseStore,
+        releases: ReleaseService,
+        pool: ModelPool,
+        *,
+        interval_s: float,
+        lease_ttl_s: float,
+        replica: str | None = None,
+    ) -> None:
+        self._store = store
+        self._releases = releases
+        self._pool = pool
+        self._interval_s = interval_s
+        self._lease_ttl_s = lease_ttl_s
+        self.replica = replica or uuid.uuid4().hex[:16]
+        self._published: dict[tuple[str, str, str], int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.leader = False
+        self._ticks = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="rollout-guard")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.publish()
+            if self.leader:
+                await self._store.release_lease(LEASE, self.replica)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next tick retries
+                log.warning("rollout_guard_tick_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self._interval_s)
+
+    async def tick(self) -> None:
+        await self.publish()
+        self._ticks += 1
+        if self._ticks % 600 == 0:
+            await self._store.prune_stats(dt.timedelta(days=2))
+        leader = await self._store.acquire_lease(LEASE, self.replica, self._lease_ttl_s)
+        if leader != self.leader:
+            log.info("rollout_guard_lease", replica=self.replica, leader=leader)
+            self.leader = leader
+        if not leader:
+            return
+        for rollout in await self._store.active_rollouts():
+            if rollout.state == "running":
+                try:
+                    await self.check(rollout)
+                except Conflict as exc:
+                    log.info("rollout_changed_meanwhile", rollout=rollout.id, error=exc.message)
+
+    async def publish(self) -> None:
+        """Write this replica's windows that changed since the last tick."""
+        changed = []
+        for tenant, model, version, window in self._pool.windows():
+            key = (tenant, model, version)
+            if self._published.get(key) != window.requests:
+                changed.append((tenant, model, version, window.copy()))
+        if changed:
+            await self._store.publish_stats(self.replica, changed)
+            for tenant, model, version, window in changed:
+                self._published[(tenant, model, version)] = window.requests
+
+    async def check(self, rollout: RolloutRecord) -> Action:
+        plan = RolloutPlan.model_validate(rollout.plan)
+        now = await self._store.summed_stats(
+            rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
+        )
+        then = {v: Window.from_dict(w) for v, w in rollout.snapshot.items()}
+        baseline = now[rollout.baseline].minus(then.get(rollout.baseline, Window()))
+        candidate = now[rollout.candidate].minus(then.get(rollout.candidate, Window()))
+        elapsed = (dt.datetime.now(dt.UTC) - rollout.step_started_at).total_seconds()
+        verdict = evaluate(plan, rollout.step, elapsed, baseline, candidate)
+        if verdict.action is Action.ADVANCE:
+            await self._releases.advance(rollout, ACTOR, verdict.reason, verdict.figures)
+        elif verdict.action is Action.PROMOTE:
+            await self._releases.finish(rollout, ACTOR, verdict.reason, verdict.figures)
+        elif verdict.action is Action.ROLLBACK:
+            await self._releases.roll_back(rollout, ACTOR, verdict.reason, verdict.figures)
+        return verdict.action
