@@ -15,7 +15,7 @@ from modelport.errors import InvalidInput, ModelNotFound, VersionNotFound
 from modelport.serving.config import BatchingConfig, VersionConfig
 
 from .conftest import BACKENDS, TENANT, registry_url, settings_for
-from .onnx_models import identity_model
+from .onnx_models import scale_model
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,8 @@ async def services(registry_db: tuple[Path, str]) -> AsyncIterator[Services]:
 
 
 def models(tmp_path: Path, count: int) -> list[Path]:
-    # Different widths, so every artifact has its own checksum.
-    return [identity_model(tmp_path / f"m{i}.onnx", "FP32", ("b", i + 1)) for i in range(count)]
+    # The same interface, different weights: every artifact has its own checksum.
+    return [scale_model(tmp_path / f"m{i}.onnx", float(i + 1)) for i in range(count)]
 
 
 async def test_push_records_everything(services: Services, tmp_path: Path) -> None:
@@ -54,8 +54,8 @@ async def test_push_records_everything(services: Services, tmp_path: Path) -> No
     stored = await services.registry.version(TENANT, "roundtrip", "1")
     assert stored.config == config.model_dump(mode="json")
     assert stored.signature == {
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}],
     }
     assert stored.sha256 == record.sha256 and len(stored.sha256) == 64
     assert stored.artifact_uri == record.artifact_uri

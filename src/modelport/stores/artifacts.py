@@ -94,7 +94,9 @@ class ArtifactStore:
         """Copy ``source`` into the store; returns ``(uri, sha256)``.
 
         The copy lands in a staging path first and is moved into place, so a reader never sees
-        half an artifact. Identical content under another file name gets its own path in the
+        half an artifact on a local store; on an object store each file appears whole, and a
+        folder caught half-moved fails its checksum on load rather than being served. Identical
+        content under another file name gets its own path in the
         same content folder; a damaged or incomplete stored copy is replaced."""
         sha = artifact_sha256(source)
         target = f"{self._root}/{model}/{sha}/{source.name}"
@@ -156,6 +158,7 @@ class ArtifactStore:
         tmp.mkdir(parents=True)
         try:
             try:
+                fs.invalidate_cache(path)
                 fs.get(path, str(tmp / Path(path).name), recursive=fs.isdir(path))
             except FileNotFoundError:
                 raise ArtifactError(
@@ -221,6 +224,8 @@ def _fetch_source(fs: Any, path: str, uri: str, into: Path) -> Path:
     """Download the file or folder at ``path`` into the folder ``into``; returns its copy."""
     path = path.rstrip("/")
     try:
+        # A long-lived process may hold a listing from before the object was uploaded.
+        fs.invalidate_cache(path)
         if not fs.exists(path):
             raise InvalidInput(f"{redact(uri)} does not exist (no such file or folder)")
         local = into / (path.rsplit("/", 1)[-1] or "artifact")
