@@ -73,6 +73,28 @@ MODEL_ROUTES = INFER_ROUTES | {
     ("GET", "/v2/models/{model}/versions/{version}/ready"),
     ("POST", "/v2/repository/models/{model}/load"),
     ("POST", "/v2/repository/models/{model}/unload"),
+    ("GET", "/v1/models/{model}"),
+    ("GET", "/v1/models/{model}/versions/{version}"),
+    ("DELETE", "/v1/models/{model}/versions/{version}"),
+    ("PUT", "/v1/models/{model}/aliases/{alias}"),
+    ("DELETE", "/v1/models/{model}/aliases/{alias}"),
+    ("GET", "/v1/models/{model}/routing"),
+    ("PUT", "/v1/models/{model}/routing"),
+    ("DELETE", "/v1/models/{model}/routing"),
+    ("GET", "/v1/models/{model}/history"),
+    ("GET", "/v1/models/{model}/shadow"),
+    ("GET", "/v1/models/{model}/golden"),
+    ("PUT", "/v1/models/{model}/golden"),
+    ("GET", "/v1/models/{model}/rollouts"),
+    ("POST", "/v1/models/{model}/rollouts"),
+    ("POST", "/v1/models/{model}/rollouts/current/{action}"),
+}
+#: Bodies that pass validation, so that the owner's probe reaches the model lookup. An alias
+#: named ``probe`` does not change where unpinned traffic goes.
+PROBE_BODIES: dict[tuple[str, str], Any] = {
+    ("PUT", "/v1/models/{model}/aliases/{alias}"): {"version": "1"},
+    ("PUT", "/v1/models/{model}/golden"): {"examples": []},
+    ("POST", "/v1/models/{model}/rollouts"): {"candidate": "1"},
 }
 #: Routes with a {tenant} path parameter today.
 TENANT_ROUTES = {
@@ -664,9 +686,13 @@ def test_a_same_named_model_is_served_from_the_callers_own_tenant(
 def _probe(
     http: httpx.Client, method: str, template: str, op: dict[str, Any] | None, model: str, key: str
 ) -> httpx.Response:
-    path = fill(template, model=model, version="1")
+    # Deleting probes a version that does not exist: the owner's model keeps its versions.
+    version = "999999" if method == "DELETE" else "1"
+    path = fill(template, model=model, version=version, alias="probe", action="pause")
     if (method, template) in INFER_ROUTES or template.endswith("/infer"):
         body: Any = infer_body()
+    elif (method, template) in PROBE_BODIES:
+        body = PROBE_BODIES[(method, template)]
     elif op is not None and "requestBody" in op:
         body = {}
     else:
