@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import demo, models, serve, tenants
+from modelport.cli import demo, models, releases, serve, tenants
 
 app = typer.Typer(
     name="modelport",
@@ -12,6 +12,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# ``releases`` adds its commands to ``models.app`` when imported.
+_ = releases
 app.add_typer(models.app, name="models")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,14 @@ def run_with_services(settings: Settings, action: Callable[[Services], Awaitable
     except ModelportError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from None
+
+
+def cli_actor() -> str:
+    """How the history names a change made from this command line."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def _csv_ints(raw: str | None) -> list[int] | None:
@@ -126,6 +135,17 @@ def push(
         bool | None,
         typer.Option("--required/--optional", help="Whether server readiness waits for it."),
     ] = None,
+    breaking: Annotated[
+        bool,
+        typer.Option(
+            "--breaking",
+            help="The signature changes on purpose: it becomes the model's new interface "
+            "(golden examples of the old one are dropped).",
+        ),
+    ] = False,
+    created_by: Annotated[
+        str | None, typer.Option(help="Who pushes (kept in the history); default cli:<user>.")
+    ] = None,
 ) -> None:
     """Register SOURCE as the next version of NAME."""
     if "://" not in source and not Path(source).exists():
@@ -145,7 +165,15 @@ def push(
     )
     record = run_with_services(
         Settings(),
-        lambda s: s.registry.push(tenant, name, source, version_config, required=required),
+        lambda s: s.registry.push(
+            tenant,
+            name,
+            source,
+            version_config,
+            required=required,
+            breaking=breaking,
+            created_by=created_by or cli_actor(),
+        ),
     )
     console.print(
         f"[green]registered[/green] {record.model} version {record.version} "
