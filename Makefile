@@ -33,7 +33,10 @@ lint: setup ## ruff and mypy --strict
 bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get install -y wrk)
 	$(BIN)/python bench/infer_throughput.py
 
+bench-releases: setup ## Alias flips under load and the cost of shadow traffic (needs wrk)
+	$(BIN)/python bench/releases.py
+
 clean: ## Remove the virtual environment and local state (var/)
 	rm -rf $(VENV) var
 
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup run test lint bench bench-releases clean
