@@ -23,7 +23,14 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 ModelName = Annotated[str, Path(max_length=128, description="Model name.")]
 VersionNumber = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,8}$", description="Version number.")]
-AliasName = Annotated[str, Path(max_length=64, description="Alias, e.g. production.")]
+AliasName = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
+        description="Alias, e.g. production: 1-64 letters, digits, '_', '.' or '-', "
+        "starting with a letter.",
+    ),
+]
 Target = Annotated[
     str,
     Field(
@@ -163,11 +170,15 @@ class RolloutIn(Strict):
     reason: Reason
 
 
+class GoldenExampleIn(Strict):
+    request: dict[str, Any] = Field(description="An OIP v2 infer request body.")
+    expected: dict[str, Any] = Field(description="Expected data per output name.")
+    tolerance: float = Field(default=1e-4, ge=0, le=1e12, description="Largest abs difference.")
+
+
 class GoldenIn(Strict):
-    examples: list[dict[str, Any]] = Field(
-        max_length=100,
-        description='Each {"request": <OIP infer body>, "expected": {output: data}, '
-        '"tolerance": number}.',
+    examples: list[GoldenExampleIn] = Field(
+        max_length=100, description="Examples every new version must reproduce."
     )
 
 
@@ -317,14 +328,15 @@ async def set_golden(
     model: ModelName, body: Annotated[GoldenIn, Body()], svc: ServicesDep, who: Writer
 ) -> dict[str, int]:
     tenant, actor = who
-    count = await svc.registry.set_golden(tenant, model, body.examples, actor)
+    examples = [e.model_dump(mode="json") for e in body.examples]
+    count = await svc.registry.set_golden(tenant, model, examples, actor)
     return {"examples": count}
 
 
 @router.get("/{model}/golden", summary="The golden examples")
 async def get_golden(model: ModelName, svc: ServicesDep, tenant: ReadTenant) -> GoldenIn:
     description = await svc.registry.describe(tenant, model)
-    return GoldenIn(examples=description.model.golden or [])
+    return GoldenIn.model_validate({"examples": description.model.golden or []}, strict=False)
 
 
 @router.post(

@@ -26,8 +26,14 @@ def max_abs_diff(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndar
             return math.inf
         if expected.dtype.kind in "biuf" and got.dtype.kind in "biuf":
             if expected.size:
-                diff = np.abs(expected.astype(np.float64) - got.astype(np.float64))
-                worst = max(worst, float(np.nanmax(diff)))
+                a, b = expected.astype(np.float64), got.astype(np.float64)
+                # NaN on one side only is a disagreement (nanmax would skip it); NaN on both,
+                # or the same infinity on both, agrees.
+                if np.any(np.isnan(a) != np.isnan(b)):
+                    return math.inf
+                diff = np.abs(a - b)
+                if not np.isnan(diff).all():
+                    worst = max(worst, float(np.nanmax(diff)))
         elif not np.array_equal(expected, got):
             return math.inf
     return worst

@@ -145,7 +145,7 @@ class ReleaseService:
             for target in sorted(policy.targets()):
                 version = resolve_target(target, releases.aliases)
                 if version is None:
-                    raise InvalidInput(
+                    raise Conflict(
                         f"routing target '{target}' is neither a version number nor an alias "
                         f"of model '{model}' (aliases: {known})"
                     )
@@ -189,7 +189,7 @@ class ReleaseService:
                     "first or name the baseline version"
                 )
         if baseline == candidate:
-            raise InvalidInput(f"the candidate is already the baseline (version {baseline})")
+            raise Conflict(f"the candidate is already the baseline (version {baseline})")
         await self._require_version(tenant, model, baseline)
         await self._require_version(tenant, model, candidate)
         for version in (baseline, candidate):

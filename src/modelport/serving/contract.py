@@ -62,6 +62,20 @@ def parse_golden(
     outputs = {s.name: s for s in signature.outputs}
     for index, item in enumerate(raw):
         where = f"golden example {index}"
+        # Examples come straight from a request body: a wrong shape is the sender's mistake.
+        if not (
+            isinstance(item, dict) and "request" in item and isinstance(item.get("expected"), dict)
+        ):
+            raise InvalidInput(
+                f'{where}: must be {{"request": <OIP infer body>, "expected": {{output: data}}, '
+                '"tolerance": number}'
+            )
+        try:
+            tolerance = float(item.get("tolerance", 1e-4))
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{where}: tolerance must be a number") from None
+        if not tolerance >= 0:
+            raise InvalidInput(f"{where}: tolerance must be >= 0")
         try:
             inputs = validate_inputs(
                 signature, decode_request(orjson.dumps(item["request"])).inputs, model
@@ -76,7 +90,7 @@ def parse_golden(
                 expected[name] = np.asarray(data, dtype=np.float64)
             except (TypeError, ValueError):
                 raise InvalidInput(f"{where}: expected '{name}' must be numbers") from None
-        examples.append(GoldenExample(inputs, expected, float(item.get("tolerance", 1e-4))))
+        examples.append(GoldenExample(inputs, expected, tolerance))
     return examples
 
 

@@ -144,7 +144,12 @@ class RegistryStore:
                             )
                         )
                     ).scalar()
-                    number = (latest or 0) + 1
+                    given = (
+                        await conn.execute(
+                            select(models.c.last_version).where(models.c.id == model_id)
+                        )
+                    ).scalar()
+                    number = max(latest or 0, given or 0) + 1
                     await conn.execute(
                         insert(model_versions).values(
                             model_id=model_id,
@@ -156,6 +161,9 @@ class RegistryStore:
                             created_at=now,
                             created_by=created_by,
                         )
+                    )
+                    await conn.execute(
+                        update(models).where(models.c.id == model_id).values(last_version=number)
                     )
             except IntegrityError:
                 # Another push took this number: back off a little and take the next one.

@@ -387,6 +387,25 @@ class ReleaseStore:
                 releases.rollout.candidate,
             ):
                 users.append(f"rollout {releases.rollout.id}")
+            if (
+                releases.rollout is None
+                and (releases.policy is None or not releases.policy.splits)
+                and "production" not in releases.aliases
+            ):
+                # Nothing routes the model, so its newest version serves all unpinned traffic.
+                newest = (
+                    await conn.execute(
+                        select(model_versions.c.version)
+                        .where(model_versions.c.model_id == model_id)
+                        .order_by(model_versions.c.version.desc())
+                        .limit(1)
+                    )
+                ).scalar()
+                if newest == int(version):
+                    users.append(
+                        "unpinned traffic (the newest version serves it while no 'production' "
+                        "alias or routing split chooses another)"
+                    )
             if users:
                 raise Conflict(
                     f"version {version} of model '{model}' is in use by {', '.join(users)}; "

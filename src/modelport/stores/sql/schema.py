@@ -61,6 +61,8 @@ models = Table(
     Column("interface", JSON, nullable=True),
     # Golden examples every new version must reproduce before it may receive traffic.
     Column("golden", JSON, nullable=True),
+    # The highest version number ever given: a deleted number is never handed out again.
+    Column("last_version", Integer, nullable=False, server_default="0"),
     UniqueConstraint("tenant", "name", name="uq_models_tenant_name"),
 )
 

@@ -24,6 +24,8 @@ def upgrade() -> None:
     with op.batch_alter_table("models") as batch:
         batch.add_column(sa.Column("interface", sa.JSON, nullable=True))
         batch.add_column(sa.Column("golden", sa.JSON, nullable=True))
+        # The highest version number ever given: a deleted number is never handed out again.
+        batch.add_column(sa.Column("last_version", sa.Integer, nullable=False, server_default="0"))
     op.create_table(
         "aliases",
         _model_fk(),
@@ -101,6 +103,10 @@ def upgrade() -> None:
         sa.Column("generation", sa.BigInteger, nullable=False),
     )
     op.execute("INSERT INTO release_clock (id, generation) VALUES (1, 0)")
+    op.execute(
+        "UPDATE models SET last_version = COALESCE("
+        "(SELECT MAX(version) FROM model_versions WHERE model_versions.model_id = models.id), 0)"
+    )
 
 
 def downgrade() -> None:
@@ -115,5 +121,6 @@ def downgrade() -> None:
     ):
         op.drop_table(table)
     with op.batch_alter_table("models") as batch:
+        batch.drop_column("last_version")
         batch.drop_column("golden")
         batch.drop_column("interface")
