@@ -80,7 +80,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
     release_store = ReleaseStore(engine)
     registry = RegistryService(store, artifacts, tenants, release_store)
     routes = RouteTable()
-    shadow = ShadowRunner(pool, max_inflight=settings.shadow_max_inflight)
+    shadow = ShadowRunner(pool, metrics, max_inflight=settings.shadow_max_inflight)
     sync = (
         ReleaseSync(
             release_store,
@@ -89,6 +89,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             routes,
             database_url=url,
             interval_s=settings.release_sync_interval_s,
+            metrics=metrics,
         )
         if server
         else None
@@ -101,6 +102,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             pool,
             interval_s=settings.rollout_guard_interval_s,
             lease_ttl_s=settings.rollout_guard_lease_s,
+            metrics=metrics,
         )
         if server
         else None

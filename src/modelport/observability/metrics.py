@@ -73,7 +73,19 @@ class Metrics:
         self.batches = LoopCounterFamily(
             "modelport_batches", "Runtime calls by outcome.", (*labels, "outcome")
         )
+        self.shadow_requests = LoopCounterFamily(
+            "modelport_shadow_requests",
+            "Mirrored requests by shadow version and outcome (ok, error, dropped).",
+            (*labels, "outcome"),
+        )
+        self.fallbacks = LoopCounterFamily(
+            "modelport_fallbacks",
+            "Requests retried once on the fallback version, by the version that failed them.",
+            labels,
+        )
         for family in (
+            self.shadow_requests,
+            self.fallbacks,
             self.requests,
             self.request_seconds,
             self.queue_wait_seconds,
@@ -93,6 +105,17 @@ class Metrics:
             "modelport_model_version_ready",
             "1 while a version is loaded, warmed and serving; 0 otherwise.",
             labels,
+            registry=self.registry,
+        )
+        self.release_generation = Gauge(
+            "modelport_release_generation",
+            "Generation of the release state (aliases, routing, rollouts) this replica applied; "
+            "replicas that agree serve the same routing.",
+            registry=self.registry,
+        )
+        self.rollout_guard_leader = Gauge(
+            "modelport_rollout_guard_leader",
+            "1 while this replica holds the rollout guard's lease.",
             registry=self.registry,
         )
         self.loaded_versions = Gauge(
@@ -144,6 +167,10 @@ class VersionMetrics:
             counter = self._outcomes[outcome] = self._parent.requests.labels(*self.labels, outcome)
         counter.inc()
         self._latency.observe(seconds)
+
+    def fallback(self) -> None:
+        """A request this version failed was retried on the fallback version."""
+        self._parent.fallbacks.labels(*self.labels).inc()
 
     def watch_queue(self, queue: QueueLike) -> None:
         """Report the queue's depth when scraped: costs nothing per request."""

@@ -21,6 +21,9 @@ class RouteTable:
     installed: dict[tuple[str, str], ModelRouting] = field(default_factory=dict)
     pending: set[tuple[str, str]] = field(default_factory=set)
     """Models whose routing exists but is not installed yet (its versions are loading)."""
+    switching: set[tuple[str, str]] = field(default_factory=set)
+    """Models that were served unrouted (newest READY version) when their first routing
+    appeared: unpinned traffic keeps going there until that routing is installed."""
 
     def get(self, tenant: str, model: str) -> ModelRouting | None:
         return self.installed.get((tenant, model))

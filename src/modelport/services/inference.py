@@ -111,7 +111,7 @@ class InferenceService:
         if version is None:
             if await self._registry.get_model(tenant, model) is None:
                 raise ModelNotFound(model)
-            if (tenant, model) in self._routes.pending:
+            if (tenant, model) in self._routes.pending | self._routes.switching:
                 raise ModelNotReady(f"model '{model}' is loading its aliases; retry shortly")
             raise NotFound(f"model '{model}' has no alias '{alias}'")
         return await self.resolve(tenant, model, version)
@@ -161,6 +161,7 @@ class InferenceService:
             fallback = self._fallback(route, entry, exc)
             if fallback is None:
                 raise
+            entry.metrics.fallback()
             log.info(
                 "infer_fallback",
                 model=model,

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from modelport.errors import ModelportError
+from modelport.observability.metrics import Metrics
 from modelport.routing.policy import Route, compile_route
 from modelport.routing.table import ModelRouting, RouteTable
 from modelport.serving.pool import ModelPool, VersionState
@@ -58,6 +59,7 @@ class ReleaseSync:
         *,
         database_url: str,
         interval_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -65,6 +67,7 @@ class ReleaseSync:
         self._table = table
         self._database_url = database_url
         self._interval_s = interval_s
+        self._metrics = metrics
         self._generation = -1
         self._snapshot: ReleaseSnapshot | None = None
         self._needed: dict[Key, set[str]] = {}
@@ -129,6 +132,8 @@ class ReleaseSync:
                 self._generation = snapshot.generation
                 self._dirty = False
                 await self._apply(snapshot)
+                if self._metrics is not None:
+                    self._metrics.release_generation.set(snapshot.generation)
         elif self._dirty:
             async with self._apply_lock:
                 self._dirty = False
@@ -140,6 +145,7 @@ class ReleaseSync:
                 # No release state any more: unpinned traffic goes back to the newest version.
                 self._table.installed.pop(key, None)
                 self._table.pending.discard(key)
+                self._table.switching.discard(key)
                 self._needed.pop(key, None)
                 self._errors.pop(key, None)
         for key, releases in snapshot.models.items():
@@ -170,12 +176,10 @@ class ReleaseSync:
         if failed:
             self._errors[key] = "; ".join(failed)
             log.warning("routing_not_installed", tenant=key[0], model=key[1], error=failed)
-            if key not in self._table.installed:
-                self._table.pending.add(key)
+            self._hold(key)
             return
         if missing:
-            if key not in self._table.installed:
-                self._table.pending.add(key)
+            self._hold(key)
             return
         previous = self._needed.get(key, set())
         current = self._table.installed.get(key)
@@ -190,10 +194,21 @@ class ReleaseSync:
                 aliases=plan.aliases,
             )
         self._table.pending.discard(key)
+        self._table.switching.discard(key)
         self._errors.pop(key, None)
         self._needed[key] = plan.needed
         for version in previous - plan.needed:
             self._spawn(self._pool.unload(key[0], key[1], version))
+
+    def _hold(self, key: Key) -> None:
+        """Until the model's routing is installed, the old way of serving it goes on; a model
+        with nothing to serve yet (at start-up) waits rather than reach a random version."""
+        if key in self._table.installed or key in self._table.pending:
+            return
+        if key in self._table.switching or self._pool.newest_ready(*key) is not None:
+            self._table.switching.add(key)
+        else:
+            self._table.pending.add(key)
 
     async def _load(self, vkey: tuple[str, str, str], generation: int) -> None:
         tenant, model, version = vkey
@@ -229,7 +244,9 @@ class ReleaseSync:
         """Whether the model's routing is installed and every version it routes to is READY."""
         installed = self._table.installed.get((tenant, model))
         if installed is None:
-            return False
+            return (tenant, model) in self._table.switching and (
+                self._pool.newest_ready(tenant, model) is not None
+            )
         if installed.route is None:
             return self._pool.newest_ready(tenant, model) is not None
         for version in installed.route.versions:

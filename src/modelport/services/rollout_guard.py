@@ -16,6 +16,7 @@ import uuid
 import structlog
 
 from modelport.errors import Conflict
+from modelport.observability.metrics import Metrics
 from modelport.routing.guard import Action, RolloutPlan, evaluate
 from modelport.routing.window import Window
 from modelport.services.releases import ReleaseService
@@ -38,12 +39,14 @@ class RolloutGuard:
         interval_s: float,
         lease_ttl_s: float,
         replica: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._releases = releases
         self._pool = pool
         self._interval_s = interval_s
         self._lease_ttl_s = lease_ttl_s
+        self._metrics = metrics
         self.replica = replica or uuid.uuid4().hex[:16]
         self._published: dict[tuple[str, str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +85,8 @@ class RolloutGuard:
         if leader != self.leader:
             log.info("rollout_guard_lease", replica=self.replica, leader=leader)
             self.leader = leader
+            if self._metrics is not None:
+                self._metrics.rollout_guard_leader.set(int(leader))
         if not leader:
             return
         for rollout in await self._store.active_rollouts():

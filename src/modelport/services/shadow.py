@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from modelport.observability.metrics import Metrics
 from modelport.routing.compare import ShadowTally
 from modelport.routing.policy import Route
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
@@ -26,8 +27,16 @@ _RNG = random.Random()  # noqa: S311 - sampling, not security
 
 
 class ShadowRunner:
-    def __init__(self, pool: ModelPool, *, max_inflight: int = 64, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        metrics: Metrics,
+        *,
+        max_inflight: int = 64,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._pool = pool
+        self._metrics = metrics
         self._max_inflight = max_inflight
         self._timeout_s = timeout_s
         self._inflight = 0
@@ -55,6 +64,7 @@ class ShadowRunner:
         tally.primary.record(True, primary_seconds)
         if self._inflight >= self._max_inflight:
             tally.dropped += 1
+            self._count(shadow, "dropped")
             return
         self._inflight += 1
         shadow.inflight += 1
@@ -94,13 +104,20 @@ class ShadowRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - a shadow failure is data, not an outage
             tally.shadow.record(False, time.perf_counter() - started)
+            self._count(shadow, "error")
             log.debug("shadow_failed", model=shadow.model, version=shadow.version, error=str(exc))
         else:
             tally.shadow.record(True, time.perf_counter() - started)
             tally.compare(expected, got, tolerance)
+            self._count(shadow, "ok")
         finally:
             self._inflight -= 1
             shadow.inflight -= 1
+
+    def _count(self, shadow: LoadedVersion, outcome: str) -> None:
+        self._metrics.shadow_requests.labels(
+            shadow.tenant, shadow.model, shadow.version, outcome
+        ).inc()
 
     def summary(self, tenant: str, model: str) -> dict[str, Any] | None:
         tally = self._tallies.get((tenant, model))
