@@ -67,6 +67,7 @@ class VersionSummary(BaseModel):
     state: str
     """This replica: READY, LOADING, FAILED, UNLOADING, or UNAVAILABLE (not loaded)."""
     error: str | None = None
+    """Why the last load of this version failed on this replica, if it did."""
 
 
 class VersionDetail(VersionSummary):
@@ -419,7 +420,9 @@ def _version_summary(
         created_by=record.created_by,
         aliases=sorted(a for a, v in aliases.items() if v == version),
         state="UNAVAILABLE" if entry is None else entry.state.value,
-        error=None if entry is None or entry.state is not VersionState.FAILED else entry.error,
+        error=svc.pool.load_error(tenant, model, version)
+        if entry is None or entry.state is VersionState.FAILED
+        else None,
     )
 
 

@@ -86,6 +86,9 @@ class ReleaseSync:
 
     async def start(self, *, wait_s: float = 120.0) -> None:
         """Apply the current state, wait (bounded) for its versions, then follow changes."""
+        # Listen before the first read: a change committed after it is announced, one before it
+        # is in the read. Left to the loop, notices would be missed for a whole interval.
+        await self._ensure_listener()
         await self.refresh(force=True)
         if self._loading:
             await asyncio.wait(set(self._loading.values()), timeout=wait_s)

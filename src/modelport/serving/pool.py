@@ -73,6 +73,7 @@ class ModelPool:
         self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
         self._serving: dict[tuple[str, str], LoadedVersion] = {}
         self._windows: dict[tuple[str, str, str], Window] = {}
+        self._load_errors: dict[tuple[str, str, str], str] = {}
 
     def get(self, tenant: str, model: str, version: str) -> LoadedVersion | None:
         return self._versions.get((tenant, model), {}).get(version)
@@ -80,6 +81,11 @@ class ModelPool:
     def versions_of(self, tenant: str, model: str) -> list[LoadedVersion]:
         versions = self._versions.get((tenant, model), {}).values()
         return sorted(versions, key=lambda v: int(v.version))
+
+    def load_error(self, tenant: str, model: str, version: str) -> str | None:
+        """Why the last load of this version failed here (None if it never failed or since
+        loaded fine); kept after the failed entry is unloaded."""
+        return self._load_errors.get((tenant, model, version))
 
     def windows(self) -> list[tuple[str, str, str, Window]]:
         """Every version's cumulative window in this process (loaded now or before)."""
@@ -126,11 +132,13 @@ class ModelPool:
                 exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
             )
             await self._stop(entry)
+            self._load_errors[(entry.tenant, entry.model, entry.version)] = entry.error
             log.error(
                 "model_load_failed", model=entry.model, version=entry.version, error=entry.error
             )
         else:
             entry.state = VersionState.READY
+            self._load_errors.pop((entry.tenant, entry.model, entry.version), None)
             log.info(
                 "model_ready",
                 tenant=entry.tenant,
