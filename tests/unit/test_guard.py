@@ -172,6 +172,27 @@ def test_without_baseline_traffic_latency_is_not_judged() -> None:
     assert verdict.action is Action.ADVANCE
 
 
+def test_stragglers_of_the_previous_step_are_no_yardstick_at_100_percent() -> None:
+    # At 100 % the baseline's window holds only a few requests published late; a healthy
+    # candidate a little slower than those must not be rolled back because of them.
+    verdict = evaluate(plan(), 2, 600.0, window(9, latency_ms=5), window(500, latency_ms=12))
+    assert verdict.action is Action.PROMOTE
+
+
+def test_at_100_percent_a_slow_candidate_is_judged_against_the_previous_steps_baseline() -> None:
+    previous = window(400, latency_ms=10)
+    verdict = evaluate(
+        plan(), 2, 600.0, window(3, latency_ms=10), window(500, latency_ms=200), previous
+    )
+    assert verdict.action is Action.ROLLBACK
+    assert "p99" in verdict.reason
+    assert verdict.figures["judged_against_previous_step"]["baseline_requests"] == 400
+    healthy = evaluate(
+        plan(), 2, 600.0, window(3, latency_ms=10), window(500, latency_ms=11), previous
+    )
+    assert healthy.action is Action.PROMOTE
+
+
 @pytest.mark.parametrize(
     "candidate",
     [window(50, errors=50), window(50, latency_ms=5000)],

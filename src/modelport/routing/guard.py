@@ -72,11 +72,27 @@ class Verdict:
     figures: dict[str, Any]
 
 
+#: Fewer baseline requests than this in a step are no yardstick (e.g. at 100 %, where the
+#: baseline only shows stragglers of the previous step); the previous step's baseline is used.
+MIN_BASELINE_REQUESTS = 20
+
+
 def evaluate(
-    plan: RolloutPlan, step: int, elapsed_s: float, baseline: Window, candidate: Window
+    plan: RolloutPlan,
+    step: int,
+    elapsed_s: float,
+    baseline: Window,
+    candidate: Window,
+    reference: Window | None = None,
 ) -> Verdict:
-    """What to do with a rollout at ``step`` given both versions' windows for this step."""
-    figures = {
+    """What to do with a rollout at ``step`` given both versions' windows for this step.
+
+    ``reference`` is the baseline's window from the last step in which it served enough
+    requests; it stands in for ``baseline`` when this step's is too thin to judge against."""
+    yardstick = baseline
+    if baseline.requests < MIN_BASELINE_REQUESTS and reference is not None:
+        yardstick = reference
+    figures: dict[str, Any] = {
         "step": step,
         "percent": plan.steps[step],
         "elapsed_s": round(elapsed_s, 3),
@@ -87,10 +103,15 @@ def evaluate(
         "baseline_error_rate": round(baseline.error_rate, 6),
         "baseline_p99_ms": round(baseline.quantile(0.99) * 1000, 3),
     }
-    # At 100 % the baseline serves nothing in this step: the few requests its window may show
-    # were routed in the previous step and published after the step's snapshot. They are no
-    # yardstick for the candidate's latency under all the traffic.
-    bad = _breach(plan, baseline, candidate, judge_latency=plan.steps[step] < 100)
+    if yardstick is not baseline:
+        figures["judged_against_previous_step"] = {
+            "baseline_requests": yardstick.requests,
+            "baseline_error_rate": round(yardstick.error_rate, 6),
+            "baseline_p99_ms": round(yardstick.quantile(0.99) * 1000, 3),
+        }
+    # Latency is judged only against a baseline that served enough requests to have a p99.
+    judge_latency = yardstick.requests >= MIN_BASELINE_REQUESTS
+    bad = _breach(plan, yardstick, candidate, judge_latency=judge_latency)
     enough = candidate.requests >= plan.min_requests
     if bad is not None and enough:
         return Verdict(Action.ROLLBACK, bad, figures)
@@ -119,7 +140,7 @@ def _breach(
             f"candidate error rate {candidate.error_rate:.2%} exceeds the baseline's "
             f"{baseline.error_rate:.2%} + {plan.max_error_rate_increase:.2%}"
         )
-    if judge_latency and baseline.requests:
+    if judge_latency:
         base_p99 = baseline.quantile(0.99)
         bound = base_p99 * plan.max_p99_ratio + plan.p99_slack_ms / 1000
         cand_p99 = candidate.quantile(0.99)

@@ -17,10 +17,12 @@ import structlog
 from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import PRODUCTION, RoutingPolicy, resolve_target
+from modelport.routing.window import Window
 from modelport.services.release_sync import ReleaseSync
 from modelport.serving.pool import ModelPool, VersionState
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import (
+    REFERENCE,
     AuditRecord,
     Change,
     ModelReleases,
@@ -251,9 +253,16 @@ class ReleaseService:
         )
 
     async def advance(
-        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
+        self,
+        rollout: RolloutRecord,
+        actor: str,
+        reason: str,
+        figures: dict[str, Any],
+        reference: Window | None = None,
     ) -> RolloutRecord:
         snapshot = await self._snapshot(rollout)
+        if reference is not None:
+            snapshot[REFERENCE] = reference.to_dict()
         return await self._transition(
             rollout,
             "rollout_step",
@@ -288,7 +297,10 @@ class ReleaseService:
         stats = await self._store.summed_stats(
             rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
         )
-        return {v: w.to_dict() for v, w in stats.items()}
+        snapshot: dict[str, Any] = {v: w.to_dict() for v, w in stats.items()}
+        if REFERENCE in rollout.snapshot:
+            snapshot[REFERENCE] = rollout.snapshot[REFERENCE]
+        return snapshot
 
     async def _transition(
         self,

@@ -17,11 +17,11 @@ import structlog
 
 from modelport.errors import Conflict
 from modelport.observability.metrics import Metrics
-from modelport.routing.guard import Action, RolloutPlan, evaluate
+from modelport.routing.guard import MIN_BASELINE_REQUESTS, Action, RolloutPlan, evaluate
 from modelport.routing.window import Window
 from modelport.services.releases import ReleaseService
 from modelport.serving.pool import ModelPool
-from modelport.stores.releases import ReleaseStore, RolloutRecord
+from modelport.stores.releases import REFERENCE, ReleaseStore, RolloutRecord
 
 log = structlog.get_logger("modelport.guard")
 
@@ -113,13 +113,21 @@ class RolloutGuard:
         now = await self._store.summed_stats(
             rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
         )
-        then = {v: Window.from_dict(w) for v, w in rollout.snapshot.items()}
-        baseline = now[rollout.baseline].minus(then.get(rollout.baseline, Window()))
-        candidate = now[rollout.candidate].minus(then.get(rollout.candidate, Window()))
+        then = {
+            v: Window.from_dict(rollout.snapshot.get(v))
+            for v in (rollout.baseline, rollout.candidate)
+        }
+        raw_reference = rollout.snapshot.get(REFERENCE)
+        reference = None if raw_reference is None else Window.from_dict(raw_reference)
+        baseline = now[rollout.baseline].minus(then[rollout.baseline])
+        candidate = now[rollout.candidate].minus(then[rollout.candidate])
         elapsed = (dt.datetime.now(dt.UTC) - rollout.step_started_at).total_seconds()
-        verdict = evaluate(plan, rollout.step, elapsed, baseline, candidate)
+        verdict = evaluate(plan, rollout.step, elapsed, baseline, candidate, reference)
         if verdict.action is Action.ADVANCE:
-            await self._releases.advance(rollout, ACTOR, verdict.reason, verdict.figures)
+            # The next step judges against this one's baseline if its own is too thin.
+            if baseline.requests >= MIN_BASELINE_REQUESTS or reference is None:
+                reference = baseline
+            await self._releases.advance(rollout, ACTOR, verdict.reason, verdict.figures, reference)
         elif verdict.action is Action.PROMOTE:
             await self._releases.finish(rollout, ACTOR, verdict.reason, verdict.figures)
         elif verdict.action is Action.ROLLBACK:

@@ -38,6 +38,9 @@ CHANNEL = "modelport_releases"
 
 ACTIVE_STATES = ("running", "paused")
 
+#: Key in a rollout's snapshot holding the baseline's window of the last well-fed step.
+REFERENCE = "reference"
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
