@@ -48,11 +48,55 @@ class RuntimeConfig(BaseModel):
     """text-embedding only: tokens kept per text."""
 
 
+class CacheConfig(BaseModel):
+    """The response cache of a version: only for deterministic models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    ttl_s: float = Field(default=300.0, gt=0, le=30 * 24 * 3600)
+    """How long an answer may be served from the cache."""
+    shared: bool = True
+    """Also keep answers in Redis (when ``MODELPORT_REDIS_URL`` is set), shared by replicas;
+    otherwise only in this process's memory."""
+
+
+class FeatureInput(BaseModel):
+    """One input tensor filled from the online store instead of the request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] = Field(min_length=1, max_length=4096)
+    """``view:feature`` names, in the order of the tensor's last dimension."""
+
+
+class FeaturesConfig(BaseModel):
+    """Features joined into inference: which request inputs hold entity keys, and which
+    feature values fill which model input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: dict[str, str] = Field(min_length=1)
+    """Entity name -> request input (BYTES ``[N]``) holding one key per row, e.g.
+    ``{"user": "user_id", "item": "item_id"}``."""
+    inputs: dict[str, FeatureInput] = Field(min_length=1)
+    """Model input -> the features that fill it (FP32 ``[N, len(features)]``)."""
+    on_missing: Literal["default", "reject"] = "default"
+    """A missing or expired value: use the view's default, or refuse that request (400)."""
+    log_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of served feature vectors written to the log (``feature_sample``) for
+    training/serving skew checks."""
+    view_versions: dict[str, int] = Field(default_factory=dict)
+    """Filled at registration: the version of every view this model version was built on."""
+
+
 class VersionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    features: FeaturesConfig | None = None
     warmup: list[dict[str, Any]] = Field(default_factory=list)
     """Warmup requests (OIP ``inputs`` lists) run before the version is READY. When empty, one
     request of a single row made of zeros (or short texts) is generated from the signature."""

@@ -1,0 +1,88 @@
+"""The online feature store contract: feature views and their latest values per entity.
+
+Two backends implement :class:`OnlineStore`: in-process memory persisted to SQL (the embedded
+default; a restart keeps values) and Redis (production; shared by replicas). Keys are laid out
+per tenant, view and entity, so a view's TTL applies to its own keys only. Writes are
+idempotent and an older event never overwrites a newer one. Reads for many entities of many
+views are one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+FeatureType = Literal["float", "int", "bool", "string"]
+Status = Literal["present", "missing", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    dtype: FeatureType
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureView:
+    tenant: str
+    name: str
+    version: int
+    entity: str
+    features: tuple[FeatureSpec, ...]
+    ttl_s: float
+    """A value older than this (by its event time) reads as ``expired``."""
+
+    def spec(self, feature: str) -> FeatureSpec | None:
+        for spec in self.features:
+            if spec.name == feature:
+                return spec
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    entity: str
+    values: dict[str, Any]
+    event_ts: float
+    """Event time, seconds since the epoch (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    written: int
+    stale: int
+    """Rows skipped because the store already held a newer event for that entity."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureValue:
+    value: Any
+    status: Status
+    event_ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRead:
+    view: FeatureView
+    features: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+#: Per read, per key (aligned with ``ViewRead.keys``): feature name -> value.
+ReadResult = list[list[dict[str, FeatureValue]]]
+
+
+class OnlineStore(Protocol):
+    async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult: ...
+
+    async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        """All reads in one round trip."""
+        ...
+
+    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        """The same, from a worker thread (the batch runtime joins features there)."""
+        ...
+
+    async def close(self) -> None: ...
