@@ -24,6 +24,8 @@ from modelport.errors import (
 from modelport.routing.policy import Route
 from modelport.routing.table import RouteTable
 from modelport.serving.codec import InferRequest
+from modelport.serving.config import FeaturesConfig
+from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.serving.signature import validate_inputs
 from modelport.stores.registry import RegistryStore
@@ -239,6 +241,8 @@ class InferenceService:
         runtime.check(arrays)
         loop = asyncio.get_running_loop()
         outputs = await batcher.submit(arrays, rows, loop.time() + self._timeout(request))
+        if entry.config.features is not None:
+            wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
         result = InferResult(
             entry.model,
             entry.version,
@@ -254,6 +258,31 @@ class InferenceService:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
             raise InvalidInput("parameters.timeout_ms must be a positive number of milliseconds")
         return float(raw) / 1000.0
+
+
+def _with_features(
+    entry: LoadedVersion,
+    features: FeaturesConfig,
+    request: InferRequest,
+    outputs: dict[str, np.ndarray],
+    wanted: list[tuple[str, bool]],
+) -> list[tuple[str, bool]]:
+    """Refuse a request whose rows lacked feature values (``on_missing: reject``); add the
+    joined feature tensors to the answer when the request asks (``return_features``)."""
+    missing = outputs.get(MISSING_OUTPUT)
+    if features.on_missing == "reject" and missing is not None and missing.any():
+        rows = [int(r) for r in np.flatnonzero(missing)[:10]]
+        raise InvalidInput(
+            f"{entry.label} needs every feature value (on_missing: reject); row(s) {rows} "
+            f"lack {int(missing.sum())} value(s) in the online store"
+        )
+    if request.parameters.get("return_features") is True:
+        wanted = wanted + [
+            (name, request.binary_output)
+            for name in outputs
+            if name.startswith(FEATURE_OUTPUT_PREFIX) and name != MISSING_OUTPUT
+        ]
+    return wanted
 
 
 #: Failures that say something about the version, not the request: worth one retry elsewhere.

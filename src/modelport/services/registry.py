@@ -18,10 +18,19 @@ from modelport.serving.contract import (
     incompatibilities,
     parse_golden,
 )
-from modelport.serving.runtimes import load_runtime, read_signature
+from modelport.serving.features import (
+    FeatureJoin,
+    FeatureJoinRuntime,
+    ViewGetter,
+    build_join,
+    referenced_views,
+    request_signature,
+)
+from modelport.serving.runtimes import Runtime, load_runtime, read_signature
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
 from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.online import OnlineStore
 from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
 from modelport.stores.releases import Change, ReleaseStore
 from modelport.stores.tenancy import TenancyStore
@@ -44,10 +53,17 @@ def check_model_name(name: str) -> None:
 
 
 def _run_examples(
-    path: Path, config: VersionConfig, examples: list[GoldenExample]
+    path: Path,
+    config: VersionConfig,
+    examples: list[GoldenExample],
+    join: FeatureJoin | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Each golden example through a runtime loaded just for this (blocking: run in a thread)."""
-    runtime = load_runtime(path, config.runtime)
+    """Each golden example through a runtime loaded just for this (blocking: run in a thread);
+    a feature-joined model reads its features from the online store as it would serving."""
+    runtime: Runtime = load_runtime(path, config.runtime)
+    if join is not None and config.features is not None:
+        served = request_signature(runtime.signature, config.features)
+        runtime = FeatureJoinRuntime(runtime, join, served, "golden examples")
     try:
         return [runtime.predict(example.inputs) for example in examples]
     finally:
@@ -67,11 +83,16 @@ class RegistryService:
         artifacts: ArtifactStore,
         tenants: TenancyStore,
         audit: ReleaseStore | None = None,
+        *,
+        feature_views: ViewGetter | None = None,
+        online_store: OnlineStore | None = None,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._tenants = tenants
         self._audit = audit
+        self._views = feature_views
+        self._online = online_store
 
     async def push(
         self,
@@ -99,6 +120,9 @@ class RegistryService:
         checks: dict[str, Any] = {"breaking": breaking}
         async with self._artifacts.stage(source) as local:
             signature: Signature = await asyncio.to_thread(_read_signature, local, config)
+            join: FeatureJoin | None = None
+            if config.features is not None:
+                config, signature, join = await self._join_features(tenant, config, signature)
             warmup_requests(signature, config.warmup, name)
             if existing is not None and existing.interface is not None and not breaking:
                 problems = incompatibilities(Signature.from_dict(existing.interface), signature)
@@ -110,7 +134,7 @@ class RegistryService:
                     )
             if existing is not None and existing.golden and not breaking:
                 examples = parse_golden(signature, existing.golden, name)
-                outputs = await asyncio.to_thread(_run_examples, local, config, examples)
+                outputs = await asyncio.to_thread(_run_examples, local, config, examples, join)
                 failures = golden_failures(examples, outputs)
                 if failures:
                     raise Conflict(
@@ -150,6 +174,33 @@ class RegistryService:
             )
         return record
 
+    async def _join_features(
+        self, tenant: str, config: VersionConfig, signature: Signature
+    ) -> tuple[VersionConfig, Signature, FeatureJoin]:
+        """Check a feature-joined version against the views as they are now, record their
+        versions with it, and give the signature callers will use (entity keys instead of the
+        feature-filled inputs)."""
+        features = config.features
+        if features is None or self._views is None or self._online is None:
+            raise InvalidInput(
+                "this version joins features; the registry has no online feature store"
+            )
+        views = {}
+        for view_name in referenced_views(features):
+            view = await self._views(tenant, view_name, None)
+            if view is None:
+                raise InvalidInput(
+                    f"feature view '{view_name}' does not exist; apply it first "
+                    "(modelport features apply)"
+                )
+            views[view_name] = view
+        join = FeatureJoin(features, views, self._online)
+        served = request_signature(signature, features)
+        pinned = features.model_copy(
+            update={"view_versions": {n: v.version for n, v in views.items()}}
+        )
+        return config.model_copy(update={"features": pinned}), served, join
+
     async def set_golden(
         self, tenant: str, name: str, examples: list[dict[str, Any]] | None, actor: str
     ) -> int:
@@ -169,7 +220,10 @@ class RegistryService:
                 path = await asyncio.to_thread(
                     self._artifacts.materialise, latest.artifact_uri, latest.sha256
                 )
-                outputs = await asyncio.to_thread(_run_examples, path, config, parsed)
+                join = None
+                if config.features is not None and self._views and self._online:
+                    join = await build_join(tenant, config.features, self._views, self._online)
+                outputs = await asyncio.to_thread(_run_examples, path, config, parsed, join)
                 failures = golden_failures(parsed, outputs)
                 if failures:
                     raise InvalidInput(

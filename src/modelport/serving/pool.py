@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ from modelport.errors import ArtifactError, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
 from modelport.routing.window import Window
 from modelport.serving.batcher import Batcher
-from modelport.serving.config import VersionConfig
+from modelport.serving.config import FeaturesConfig, VersionConfig
+from modelport.serving.features import FeatureJoin, FeatureJoinRuntime, request_signature
 from modelport.serving.runtimes import Runtime, load_runtime
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
@@ -27,6 +29,9 @@ from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.registry import VersionRecord
 
 log = structlog.get_logger("modelport.pool")
+
+FeatureJoinFactory = Callable[[str, FeaturesConfig], Awaitable[FeatureJoin]]
+"""``(tenant, features config)`` -> the version's feature join (views at their versions)."""
 
 
 class VersionState(enum.StrEnum):
@@ -66,9 +71,15 @@ class LoadedVersion:
 
 
 class ModelPool:
-    def __init__(self, artifacts: ArtifactStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        artifacts: ArtifactStore,
+        metrics: Metrics,
+        features: FeatureJoinFactory | None = None,
+    ) -> None:
         self._artifacts = artifacts
         self._metrics = metrics
+        self._features = features
         # Keyed by (tenant, model): two tenants' models of the same name never meet.
         self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
         self._serving: dict[tuple[str, str], LoadedVersion] = {}
@@ -157,9 +168,19 @@ class ModelPool:
             path = self._artifacts.materialise(record.artifact_uri, record.sha256)
             return load_runtime(path, entry.config.runtime)
 
+        join = None
+        if entry.config.features is not None:
+            if self._features is None:
+                raise ArtifactError(f"{entry.label} joins features, and no online store is set up")
+            join = await self._features(entry.tenant, entry.config.features)
         runtime = await asyncio.to_thread(build)
         entry.runtime = runtime
-        if _names_and_types(runtime.signature) != _names_and_types(entry.signature):
+        served = runtime.signature
+        if join is not None and entry.config.features is not None:
+            served = request_signature(runtime.signature, entry.config.features)
+            runtime = FeatureJoinRuntime(runtime, join, served, entry.label)
+            entry.runtime = runtime
+        if _names_and_types(served) != _names_and_types(entry.signature):
             raise ArtifactError(
                 f"{entry.label}: the loaded graph's signature differs from the registered one"
             )

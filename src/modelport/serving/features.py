@@ -1,0 +1,267 @@
+"""Features joined into inference: entity keys in, feature tensors to the model.
+
+A version whose config declares ``features`` is served with a *request signature* in which each
+feature-filled model input is replaced by the entity-key inputs (BYTES ``[N]``, one key per
+row). :class:`FeatureJoinRuntime` wraps the version's runtime: for every batch the batcher forms
+it reads the features of all rows' entities from the online store in one round trip (in the
+worker thread, like the model itself), assembles the FP32 tensors, and calls the model.
+
+Besides the model's outputs it returns, per row, the assembled tensors (``features:<input>``,
+which a request may ask to see) and how many values were missing or expired
+(``features:missing``), which the inference service turns into a refusal when the version
+says ``on_missing: reject``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from modelport.errors import InvalidInput
+from modelport.serving.config import FeaturesConfig
+from modelport.serving.runtimes.base import Runtime
+from modelport.serving.signature import Signature, TensorSpec
+from modelport.stores.online import FeatureView, OnlineStore, ViewRead
+
+log = structlog.get_logger("modelport.features")
+
+MISSING_OUTPUT = "features:missing"
+FEATURE_OUTPUT_PREFIX = "features:"
+_NUMERIC = ("float", "int", "bool")
+_RNG = random.Random()  # noqa: S311 - log sampling, not security
+
+
+def parse_feature_ref(ref: str) -> tuple[str, str]:
+    view, sep, feature = ref.partition(":")
+    if not sep or not view or not feature:
+        raise InvalidInput(f"feature {ref!r} must be written 'view:feature'")
+    return view, feature
+
+
+def referenced_views(config: FeaturesConfig) -> list[str]:
+    """The views a features config reads, in first-use order."""
+    seen: dict[str, None] = {}
+    for spec in config.inputs.values():
+        for ref in spec.features:
+            seen.setdefault(parse_feature_ref(ref)[0], None)
+    return list(seen)
+
+
+def request_signature(model_signature: Signature, config: FeaturesConfig) -> Signature:
+    """What callers send: the model's inputs minus the feature-filled ones, plus one BYTES
+    ``[-1]`` input per entity. Raises InvalidInput when the config does not fit the model."""
+    specs = {s.name: s for s in model_signature.inputs}
+    for name, spec in config.inputs.items():
+        model_input = specs.get(name)
+        if model_input is None:
+            raise InvalidInput(
+                f"features fill input '{name}', which the model does not have "
+                f"(its inputs: {', '.join(sorted(specs))})"
+            )
+        if model_input.datatype != "FP32" or len(model_input.shape) != 2:
+            raise InvalidInput(
+                f"features can fill FP32 [N, F] inputs; '{name}' is {model_input.datatype} "
+                f"{list(model_input.shape)}"
+            )
+        width = model_input.shape[1]
+        if width not in (-1, len(spec.features)):
+            raise InvalidInput(
+                f"input '{name}' takes {width} values per row; {len(spec.features)} "
+                "features are configured for it"
+            )
+    kept = [s for s in model_signature.inputs if s.name not in config.inputs]
+    for entity, input_name in config.entities.items():
+        if input_name in specs:
+            raise InvalidInput(
+                f"entity '{entity}' key input '{input_name}' collides with a model input"
+            )
+        kept.append(TensorSpec(input_name, "BYTES", (-1,)))
+    return Signature(tuple(kept), model_signature.outputs)
+
+
+def check_views(config: FeaturesConfig, views: Mapping[str, FeatureView]) -> None:
+    """Every referenced feature exists, is numeric, and its view's entity has a key input."""
+    for input_name, spec in config.inputs.items():
+        for ref in spec.features:
+            view_name, feature = parse_feature_ref(ref)
+            view = views.get(view_name)
+            if view is None:
+                raise InvalidInput(f"feature view '{view_name}' does not exist")
+            found = view.spec(feature)
+            if found is None:
+                raise InvalidInput(f"feature view '{view_name}' has no feature '{feature}'")
+            if found.dtype not in _NUMERIC:
+                raise InvalidInput(
+                    f"feature '{ref}' is {found.dtype}; input '{input_name}' needs numbers"
+                )
+            if view.entity not in config.entities:
+                raise InvalidInput(
+                    f"feature view '{view_name}' is keyed by entity '{view.entity}'; map it to "
+                    "a request input in features.entities"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    view: int
+    """Index into the join's views."""
+    feature: str
+    default: float
+
+
+class FeatureJoin:
+    """The join of one model version: which views, which columns, which defaults."""
+
+    def __init__(
+        self, config: FeaturesConfig, views: Mapping[str, FeatureView], store: OnlineStore
+    ) -> None:
+        check_views(config, views)
+        self.config = config
+        self._store = store
+        self._views: list[FeatureView] = []
+        self._view_features: list[list[str]] = []
+        index: dict[str, int] = {}
+        self._inputs: dict[str, list[_Column]] = {}
+        for input_name, spec in config.inputs.items():
+            columns: list[_Column] = []
+            for ref in spec.features:
+                view_name, feature = parse_feature_ref(ref)
+                view = views[view_name]
+                if view_name not in index:
+                    index[view_name] = len(self._views)
+                    self._views.append(view)
+                    self._view_features.append([])
+                position = index[view_name]
+                if feature not in self._view_features[position]:
+                    self._view_features[position].append(feature)
+                found = view.spec(feature)
+                default = 0.0 if found is None or found.default is None else float(found.default)
+                columns.append(_Column(position, feature, default))
+            self._inputs[input_name] = columns
+        self._entity_inputs = dict(config.entities)
+
+    @property
+    def feature_inputs(self) -> list[str]:
+        return list(self._inputs)
+
+    def reads(self, arrays: Mapping[str, np.ndarray]) -> list[ViewRead]:
+        reads: list[ViewRead] = []
+        for view, features in zip(self._views, self._view_features, strict=True):
+            keys = arrays[self._entity_inputs[view.entity]]
+            reads.append(ViewRead(view, tuple(features), tuple(_key(k) for k in keys.reshape(-1))))
+        return reads
+
+    def assemble(
+        self, arrays: Mapping[str, np.ndarray], results: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Model inputs (request inputs minus entity keys, plus the feature tensors) and, per
+        row, how many values were not present."""
+        rows = next(iter(arrays.values())).shape[0]
+        missing = np.zeros(rows, dtype=np.int32)
+        inputs = {k: v for k, v in arrays.items() if k not in self._entity_inputs.values()}
+        for input_name, columns in self._inputs.items():
+            tensor = np.empty((rows, len(columns)), dtype=np.float32)
+            for c, column in enumerate(columns):
+                per_row = results[column.view]
+                for r in range(rows):
+                    value = per_row[r].get(column.feature)
+                    if value is not None and value.status == "present" and value.value is not None:
+                        tensor[r, c] = float(value.value)
+                    else:
+                        tensor[r, c] = column.default
+                        missing[r] += 1
+            inputs[input_name] = tensor
+        return inputs, missing
+
+    def fetch_blocking(
+        self, arrays: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        return self.assemble(arrays, self._store.read_blocking(self.reads(arrays)))
+
+    async def fetch(
+        self, arrays: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        return self.assemble(arrays, await self._store.read(self.reads(arrays)))
+
+
+ViewGetter = Callable[[str, str, int | None], Awaitable[FeatureView | None]]
+"""``(tenant, view, version)`` -> the view (latest when version is None), or None."""
+
+
+async def build_join(
+    tenant: str, config: FeaturesConfig, get_view: ViewGetter, store: OnlineStore
+) -> FeatureJoin:
+    """The join of a registered version: the views at the versions it was registered with."""
+    views: dict[str, FeatureView] = {}
+    for name in referenced_views(config):
+        version = config.view_versions.get(name)
+        view = await get_view(tenant, name, version)
+        if view is None:
+            at = "" if version is None else f" version {version}"
+            raise InvalidInput(f"feature view '{name}'{at} does not exist")
+        views[name] = view
+    return FeatureJoin(config, views, store)
+
+
+class FeatureJoinRuntime:
+    """A runtime that joins features before calling the model (see the module docstring)."""
+
+    def __init__(self, inner: Runtime, join: FeatureJoin, signature: Signature, label: str) -> None:
+        self._inner = inner
+        self._join = join
+        self._signature = signature
+        self._label = label
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        self._inner.check(
+            {k: v for k, v in inputs.items() if k in self._inner.signature.input_specs}
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        model_inputs, missing = self._join.fetch_blocking(inputs)
+        outputs = dict(self._inner.predict(model_inputs))
+        for name in self._join.feature_inputs:
+            outputs[FEATURE_OUTPUT_PREFIX + name] = model_inputs[name]
+        outputs[MISSING_OUTPUT] = missing
+        rate = self._join.config.log_sample_rate
+        if rate > 0:
+            self._log_sample(inputs, model_inputs, rate)
+        return outputs
+
+    def _log_sample(
+        self, inputs: Mapping[str, np.ndarray], model_inputs: Mapping[str, np.ndarray], rate: float
+    ) -> None:
+        rows = next(iter(model_inputs.values())).shape[0]
+        for r in range(rows):
+            if _RNG.random() >= rate:
+                continue
+            log.info(
+                "feature_sample",
+                model=self._label,
+                entities={
+                    entity: _key(inputs[name][r])
+                    for entity, name in self._join.config.entities.items()
+                },
+                features={
+                    name: [round(float(x), 6) for x in model_inputs[name][r]]
+                    for name in self._join.feature_inputs
+                },
+            )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
