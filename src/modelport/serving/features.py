@@ -111,7 +111,6 @@ class _Column:
     view: int
     """Index into the join's views."""
     feature: str
-    default: float
 
 
 class FeatureJoin:
@@ -139,11 +138,28 @@ class FeatureJoin:
                 position = index[view_name]
                 if feature not in self._view_features[position]:
                     self._view_features[position].append(feature)
-                found = view.spec(feature)
-                default = 0.0 if found is None or found.default is None else float(found.default)
-                columns.append(_Column(position, feature, default))
+                columns.append(_Column(position, feature))
             self._inputs[input_name] = columns
         self._entity_inputs = dict(config.entities)
+        self._entity_input_names = frozenset(config.entities.values())
+        self._view_defaults = [
+            [_default(view, feature) for feature in features]
+            for view, features in zip(self._views, self._view_features, strict=True)
+        ]
+        # Per input: (view, tensor positions, view columns), so a batch fills a tensor with
+        # one numpy gather per view rather than value by value.
+        self._widths = {name: len(columns) for name, columns in self._inputs.items()}
+        self._gathers: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for input_name, columns in self._inputs.items():
+            by_view: dict[int, tuple[list[int], list[int]]] = {}
+            for position, column in enumerate(columns):
+                cols = by_view.setdefault(column.view, ([], []))
+                cols[0].append(position)
+                cols[1].append(self._view_features[column.view].index(column.feature))
+            self._gathers[input_name] = [
+                (v, np.array(pos, dtype=np.intp), np.array(col, dtype=np.intp))
+                for v, (pos, col) in by_view.items()
+            ]
 
     @property
     def feature_inputs(self) -> list[str]:
@@ -160,21 +176,30 @@ class FeatureJoin:
         self, arrays: Mapping[str, np.ndarray], results: Sequence[Sequence[Mapping[str, Any]]]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Model inputs (request inputs minus entity keys, plus the feature tensors) and, per
-        row, how many values were not present."""
+        row, how many values were not present (their view's default was used)."""
         rows = next(iter(arrays.values())).shape[0]
         missing = np.zeros(rows, dtype=np.int32)
-        inputs = {k: v for k, v in arrays.items() if k not in self._entity_inputs.values()}
-        for input_name, columns in self._inputs.items():
-            tensor = np.empty((rows, len(columns)), dtype=np.float32)
-            for c, column in enumerate(columns):
-                per_row = results[column.view]
-                for r in range(rows):
-                    value = per_row[r].get(column.feature)
+        matrices: list[np.ndarray] = []
+        for features, defaults, per_row in zip(
+            self._view_features, self._view_defaults, results, strict=True
+        ):
+            matrix = np.empty((rows, len(features)), dtype=np.float32)
+            for r, found in enumerate(per_row):
+                values = []
+                for feature, default in zip(features, defaults, strict=True):
+                    value = found.get(feature)
                     if value is not None and value.status == "present" and value.value is not None:
-                        tensor[r, c] = float(value.value)
+                        values.append(value.value)
                     else:
-                        tensor[r, c] = column.default
+                        values.append(default)
                         missing[r] += 1
+                matrix[r] = values
+            matrices.append(matrix)
+        inputs = {k: v for k, v in arrays.items() if k not in self._entity_input_names}
+        for input_name, gathers in self._gathers.items():
+            tensor = np.empty((rows, self._widths[input_name]), dtype=np.float32)
+            for view_index, positions, columns in gathers:
+                tensor[:, positions] = matrices[view_index][:, columns]
             inputs[input_name] = tensor
         return inputs, missing
 
@@ -259,6 +284,11 @@ class FeatureJoinRuntime:
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _default(view: FeatureView, feature: str) -> float:
+    spec = view.spec(feature)
+    return 0.0 if spec is None or spec.default is None else float(spec.default)
 
 
 def _key(value: Any) -> str:
