@@ -36,7 +36,10 @@ bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get 
 bench-releases: setup ## Alias flips under load and the cost of shadow traffic (needs wrk)
 	$(BIN)/python bench/releases.py
 
+bench-features: setup ## Online feature reads from Redis, in-process and over HTTP
+	$(BIN)/python bench/features.py
+
 clean: ## Remove the virtual environment and local state (var/)
 	rm -rf $(VENV) var
 
-.PHONY: help setup run test lint bench bench-releases clean
+.PHONY: help setup run test lint bench bench-releases bench-features clean

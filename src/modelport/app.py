@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> ModelportApp:
 def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.errors_http import install_error_handlers
     from modelport.api.metrics_endpoint import router as metrics_router
+    from modelport.api.v1_features import router as features_router
     from modelport.api.v1_models import router as models_router
     from modelport.api.v1_tenants import router as tenants_router
     from modelport.api.v2_endpoints import router as v2_router
@@ -142,12 +143,18 @@ def _fastapi(app: ModelportApp) -> FastAPI:
                 "X-Model-Alias",
                 "X-Routing-Key",
             ],
-            expose_headers=["X-Request-ID", "X-Model-Version", "Inference-Header-Content-Length"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Model-Version",
+                "X-Cache",
+                "Inference-Header-Content-Length",
+            ],
         )
     api.include_router(v2_router)
     api.include_router(metrics_router)
     api.include_router(tenants_router)
     api.include_router(models_router)
+    api.include_router(features_router)
     return api
 
 

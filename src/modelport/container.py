@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.observability.metrics import Metrics
 from modelport.routing.table import RouteTable
+from modelport.services.cache import ResponseCache
+from modelport.services.features import FeatureService
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
@@ -21,6 +23,11 @@ from modelport.services.tenancy import Authenticator, TenancyService
 from modelport.serving.pool import ModelPool
 from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
+from modelport.stores.features import FeatureViewStore
+from modelport.stores.online import OnlineStore
+from modelport.stores.online_memory import MemoryOnlineStore
+from modelport.stores.online_redis import RedisOnlineStore
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import ReleaseStore
@@ -43,6 +50,9 @@ class Services:
     releases: ReleaseService
     release_store: ReleaseStore
     shadow: ShadowRunner
+    cache: ResponseCache
+    features: FeatureService
+    online_store: OnlineStore
     sync: ReleaseSync | None = None
     """Follows the release state (servers only)."""
     guard: RolloutGuard | None = None
@@ -62,6 +72,8 @@ class Services:
             await self.sync.close()
         await self.shadow.close()
         await self.pool.close()
+        await self.cache.close()
+        await self.online_store.close()
         await self.quotas.close()
         await self.engine.dispose()
 
@@ -112,6 +124,29 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         if settings.redis_url is not None
         else MemoryRateLimiter()
     )
+    cache = ResponseCache(
+        MemoryCacheTier(settings.cache_max_bytes),
+        None
+        if settings.redis_url is None
+        else RedisCacheTier.from_url(
+            settings.redis_url.get_secret_value(),
+            timeout_s=settings.cache_redis_timeout_ms / 1000.0,
+        ),
+        metrics,
+    )
+    online_store: OnlineStore = (
+        RedisOnlineStore.from_url(
+            settings.redis_url.get_secret_value(),
+            timeout_s=settings.feature_store_timeout_s,
+            prefix=settings.feature_key_prefix,
+            grace_s=settings.feature_expired_grace_s,
+        )
+        if settings.redis_url is not None
+        else MemoryOnlineStore(engine, grace_s=settings.feature_expired_grace_s)
+    )
+    if server:
+        # A CLI command loads the embedded store lazily, on its first feature read or write.
+        await online_store.load()
     defaults = Quotas(
         rate_limit_rps=settings.tenant_rate_limit_rps,
         rate_limit_burst=settings.tenant_rate_limit_burst,
@@ -127,7 +162,12 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         registry=registry,
         repository=RepositoryService(store, registry, pool, sync),
         inference=InferenceService(
-            pool, store, settings.request_timeout_ms / 1000.0, routes=routes, shadow=shadow
+            pool,
+            store,
+            settings.request_timeout_ms / 1000.0,
+            routes=routes,
+            shadow=shadow,
+            cache=cache,
         ),
         tenancy=TenancyService(tenants),
         authenticator=Authenticator(
@@ -141,6 +181,9 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         releases=releases,
         release_store=release_store,
         shadow=shadow,
+        cache=cache,
+        features=FeatureService(FeatureViewStore(engine), online_store),
+        online_store=online_store,
         sync=sync,
         guard=guard,
     )

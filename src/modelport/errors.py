@@ -7,12 +7,14 @@
     ├── Forbidden               valid credentials without the scope the operation needs
     ├── NotFound
     │   ├── ModelNotFound
-    │   └── VersionNotFound
+    │   ├── VersionNotFound
+    │   └── FeatureViewNotFound
     ├── Conflict                the operation contradicts stored state
     ├── TooManyRequests         a tenant quota (rate, concurrency) is exhausted
     ├── Unavailable             retry later
     │   ├── ModelNotReady       the version is loading, failed or unloaded
-    │   └── QueueFull           the version's batch queue is at ``max_queue_size``
+    │   ├── QueueFull           the version's batch queue is at ``max_queue_size``
+    │   └── FeatureStoreUnavailable  the online feature store did not answer in time
     ├── DeadlineExceeded        the request waited longer than its deadline
     ├── ArtifactError           an artifact is missing or its checksum does not match
     └── InferenceFailed         the runtime raised while computing a batch
@@ -65,6 +67,14 @@ class VersionNotFound(NotFound):
         self.version = version
 
 
+class FeatureViewNotFound(NotFound):
+    def __init__(self, view: str, version: int | None = None) -> None:
+        what = f"feature view '{view}'" + ("" if version is None else f" version {version}")
+        super().__init__(f"{what} does not exist; PUT /v1/features/views/{view} defines it")
+        self.view = view
+        self.version = version
+
+
 class Conflict(ModelportError):
     pass
 
@@ -95,6 +105,10 @@ class QueueFull(Unavailable):
             f"retry after {retry_after_s:g} s or raise max_queue_size"
         )
         self.retry_after_s = retry_after_s
+
+
+class FeatureStoreUnavailable(Unavailable):
+    pass
 
 
 class DeadlineExceeded(ModelportError):

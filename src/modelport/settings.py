@@ -64,7 +64,16 @@ class Settings(BaseSettings):
     """How long a key lookup is cached; a revoked key stops working within this time."""
 
     redis_url: SecretStr | None = None
-    """Redis for state shared by replicas (rate limits). Unset: in-process state."""
+    """Redis for state shared by replicas (rate limits, the shared response cache tier, online
+    features). Unset: in-process state."""
+
+    cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    """Memory the in-process response cache may hold (answers of versions with
+    ``cache.enabled``); the least recently used answers make room. 0: no memory tier."""
+
+    cache_redis_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
+    """Socket timeout of the Redis response cache tier. A slower answer counts as a failure,
+    after which Redis is skipped (requests compute) for a back-off of 1 s growing to 10 s."""
 
     tenant_rate_limit_rps: float = Field(default=0.0, ge=0)
     """Default requests per second per tenant (0: unlimited); per-tenant quotas override it."""
@@ -103,6 +112,17 @@ class Settings(BaseSettings):
     shadow_max_inflight: int = Field(default=64, ge=0)
     """Most mirrored (shadow) requests running at once per replica; beyond it, mirrors are
     dropped and counted, so shadowing cannot queue up behind live traffic."""
+
+    feature_store_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    """Connect and read timeout of the online feature store's Redis calls (one immediate retry);
+    a Redis slower than this fails the call with 503 instead of holding the request."""
+
+    feature_key_prefix: str = Field(default="mp:f", min_length=1, max_length=64)
+    """Prefix of the online feature store's Redis keys: ``{prefix}:{tenant}:{view}:{entity}``."""
+
+    feature_expired_grace_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    """How long past its view's TTL a value is kept, reading as ``expired`` rather than
+    ``missing`` (its Redis key lives until event time + TTL + this)."""
 
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""

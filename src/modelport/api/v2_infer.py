@@ -25,7 +25,7 @@ log = structlog.get_logger("modelport.http")
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
-_EXPOSED = b"X-Request-ID, X-Model-Version, Inference-Header-Content-Length"
+_EXPOSED = b"X-Request-ID, X-Model-Version, X-Cache, Inference-Header-Content-Length"
 #: Request headers: pin an alias (like ``{model}@{alias}``) and give the sticky routing key.
 
 
@@ -118,13 +118,15 @@ class InferEndpoint:
                 self._quotas.leave(tenant)
             if result is None:
                 return  # the client went away
-            payload, json_length, served_version = result
+            payload, json_length, served_version, cached = result
             if json_length is None:
                 content_type = _JSON
             else:
                 content_type = _OCTET
                 headers.append((b"inference-header-content-length", str(json_length).encode()))
             headers.append((b"x-model-version", served_version.encode()))
+            if cached is not None:
+                headers.append((b"x-cache", cached.encode()))
         except ModelportError as exc:
             status = status_for(exc)
             payload = error_body(exc.message)
@@ -182,7 +184,7 @@ class InferEndpoint:
         encoding: bytes,
         alias: str | None,
         routing_key: str | None,
-    ) -> tuple[bytes, int | None, str] | None:
+    ) -> tuple[bytes, int | None, str, str | None] | None:
         body = await _read_body(receive, self._max)
         if body is None:
             return None
@@ -199,7 +201,7 @@ class InferEndpoint:
         payload, json_length = encode_response(
             result.model, result.version, result.outputs, result.id
         )
-        return payload, json_length, result.version
+        return payload, json_length, result.version, result.cache
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -83,7 +83,27 @@ class Metrics:
             "Requests retried once on the fallback version, by the version that failed them.",
             labels,
         )
+        self.cache_requests = LoopCounterFamily(
+            "modelport_cache_requests",
+            "Requests to cache-enabled versions by where the answer came from: hit_memory, "
+            "hit_redis, coalesced (awaited an identical request's computation) or miss.",
+            ("tenant", "model", "result"),
+        )
+        self.cache_evictions = LoopCounterFamily(
+            "modelport_cache_evictions",
+            "Entries pushed out of the in-process response cache to make room.",
+            ("tenant",),
+        )
+        self.cache_errors = LoopCounterFamily(
+            "modelport_cache_errors",
+            "Failed response cache commands (each skips the tier for a back-off) and "
+            "unreadable entries, by tier.",
+            ("tier",),
+        )
         for family in (
+            self.cache_requests,
+            self.cache_evictions,
+            self.cache_errors,
             self.shadow_requests,
             self.fallbacks,
             self.requests,
@@ -116,6 +136,12 @@ class Metrics:
         self.rollout_guard_leader = Gauge(
             "modelport_rollout_guard_leader",
             "1 while this replica holds the rollout guard's lease.",
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "modelport_cache_bytes",
+            "Bytes the in-process response cache holds, by tenant.",
+            ("tenant",),
             registry=self.registry,
         )
         self.loaded_versions = Gauge(

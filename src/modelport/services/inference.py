@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from modelport.errors import (
 )
 from modelport.routing.policy import Route
 from modelport.routing.table import RouteTable
+from modelport.serving.cache_key import cache_key
 from modelport.serving.codec import InferRequest
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT
@@ -31,7 +33,9 @@ from modelport.serving.signature import validate_inputs
 from modelport.stores.registry import RegistryStore
 
 if TYPE_CHECKING:
+    from modelport.services.cache import ResponseCache
     from modelport.services.shadow import ShadowRunner
+    from modelport.serving.batcher import Batcher
 
 log = structlog.get_logger("modelport.inference")
 
@@ -42,6 +46,8 @@ class InferResult:
     version: str
     outputs: list[tuple[str, np.ndarray, bool]]
     id: str | None
+    cache: str | None = None
+    """``hit`` or ``miss`` for a version with the response cache on; None otherwise."""
 
 
 class InferenceService:
@@ -52,12 +58,14 @@ class InferenceService:
         default_timeout_s: float,
         routes: RouteTable | None = None,
         shadow: ShadowRunner | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._default_timeout_s = default_timeout_s
         self._routes = routes if routes is not None else RouteTable()
         self._shadow = shadow
+        self._cache = cache
 
     def serving(self, tenant: str, model: str) -> bool:
         """Whether unpinned requests for ``model`` would find a READY version here."""
@@ -240,7 +248,14 @@ class InferenceService:
             raise ModelNotReady(f"{entry.label} is not loaded")
         runtime.check(arrays)
         loop = asyncio.get_running_loop()
-        outputs = await batcher.submit(arrays, rows, loop.time() + self._timeout(request))
+        deadline = loop.time() + self._timeout(request)
+        cached: str | None = None
+        if self._cache is not None and entry.config.cache.enabled:
+            outputs, cached = await self._cached(
+                self._cache, entry, batcher, arrays, rows, deadline
+            )
+        else:
+            outputs = await batcher.submit(arrays, rows, deadline)
         if entry.config.features is not None:
             wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
         result = InferResult(
@@ -248,8 +263,40 @@ class InferenceService:
             entry.version,
             [(name, outputs[name], binary) for name, binary in wanted],
             request.id,
+            cached,
         )
         return result, arrays, rows, outputs
+
+    async def _cached(
+        self,
+        cache: ResponseCache,
+        entry: LoadedVersion,
+        batcher: Batcher,
+        arrays: dict[str, np.ndarray],
+        rows: int,
+        deadline: float,
+        extra: bytes = b"",
+    ) -> tuple[dict[str, np.ndarray], str | None]:
+        """The outputs through the response cache, and ``hit`` or ``miss``.
+
+        ``extra``: whatever else the answer depends on, hashed into the key with the inputs
+        (the feature values joined into the request). A feature-joined version is not cached
+        until its values are read before this lookup and passed here: a key without them would
+        serve answers built on values that have since changed."""
+        if entry.config.features is not None and not extra:
+            return await batcher.submit(arrays, rows, deadline), None
+        config = entry.config.cache
+        key = cache_key(entry.tenant, entry.model, entry.version, arrays, extra)
+        outputs, status = await cache.get_or_compute(
+            entry.tenant,
+            entry.model,
+            entry.version,
+            key,
+            config.ttl_s,
+            config.shared,
+            partial(batcher.submit, arrays, rows, deadline),
+        )
+        return outputs, "miss" if status == "miss" else "hit"
 
     def _timeout(self, request: InferRequest) -> float:
         raw = request.parameters.get("timeout_ms")

@@ -75,6 +75,10 @@ ReadResult = list[list[dict[str, FeatureValue]]]
 
 
 class OnlineStore(Protocol):
+    async def load(self) -> None:
+        """Get ready to serve (the memory backend reads its persisted values)."""
+        ...
+
     async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult: ...
 
     async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:

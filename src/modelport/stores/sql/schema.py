@@ -170,3 +170,35 @@ release_clock = Table(
     Column("id", Integer, primary_key=True),
     Column("generation", BigInteger, nullable=False),
 )
+
+# Feature views: immutable versions of a definition; applying an unchanged one adds nothing.
+feature_views = Table(
+    "feature_views",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("entity", String(64), nullable=False),
+    # [{"name", "dtype", "default"}, …] in the view's order.
+    Column("features", JSON, nullable=False),
+    Column("ttl_s", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    UniqueConstraint("tenant", "name", "version", name="uq_feature_views_tenant_name_version"),
+)
+
+# Latest values per entity of the embedded online store (memory, persisted here on write).
+online_features = Table(
+    "online_features",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("view", String(64), nullable=False),
+    Column("entity_key", String(512), nullable=False),
+    Column("values", JSON, nullable=False),
+    Column("event_ts", Float, nullable=False),
+    # event_ts + the view's TTL + the grace period: past it the row reads as missing.
+    Column("expires_at", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "view", "entity_key"),
+)

@@ -1,0 +1,142 @@
+"""The embedded online store: latest values per entity in this process's memory, persisted to the
+``online_features`` SQL table so that a restart keeps them.
+
+Reads never touch SQL: they look up a dict under a lock held for microseconds, so they run as
+well on the event loop as in the batch runtime's worker threads. A write decides which rows win
+against memory, writes exactly those in one transaction, then applies them to memory; writes are
+serialised (SQLite serialises them anyway). The SQL upsert only replaces a row with an equal or
+newer event time, so even two processes sharing one database keep the newest event in SQL.
+
+Each process has its own memory: values that another process (the CLI, another replica) writes
+to the database reach this one only when it starts. Serve from one replica, push through its
+API, or use the Redis backend. Rows older than their TTL plus the grace period read as missing
+at once and leave memory and the table at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelport.stores.online import FeatureRow, FeatureView, ReadResult, ViewRead, WriteResult
+from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, wins
+from modelport.stores.sql.schema import online_features
+
+_Table = dict[str, Record]
+
+
+class MemoryOnlineStore:
+    def __init__(self, engine: AsyncEngine, *, grace_s: float = DEFAULT_GRACE_S) -> None:
+        self._engine = engine
+        self._grace_s = grace_s
+        self._tables: dict[tuple[str, str], _Table] = {}
+        self._lock = threading.Lock()
+        self._write_lock = asyncio.Lock()
+        self._loaded = False
+
+    async def load(self) -> None:
+        """Read every unexpired value from SQL (and drop the rows past their grace period)."""
+        now = time.time()
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(online_features).where(online_features.c.expires_at <= now))
+            rows = (
+                await conn.execute(
+                    select(
+                        online_features.c.tenant,
+                        online_features.c.view,
+                        online_features.c.entity_key,
+                        online_features.c["values"].label("stored"),
+                        online_features.c.event_ts,
+                    )
+                )
+            ).all()
+        tables: dict[tuple[str, str], _Table] = {}
+        for row in rows:
+            tables.setdefault((row.tenant, row.view), {})[row.entity_key] = Record(
+                float(row.event_ts), dict(row.stored)
+            )
+        with self._lock:
+            self._tables = tables
+            self._loaded = True
+
+    async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult:
+        async with self._write_lock:
+            if not self._loaded:
+                await self.load()
+            table = self._tables.get((view.tenant, view.name), {})
+            winners: dict[str, Record] = {}
+            stale = 0
+            for row in rows:
+                current = winners.get(row.entity) or table.get(row.entity)
+                if wins(row.event_ts, None if current is None else current.event_ts):
+                    winners[row.entity] = Record(row.event_ts, dict(row.values))
+                else:
+                    stale += 1
+            if winners:
+                await self._persist(view, winners)
+                with self._lock:
+                    self._tables.setdefault((view.tenant, view.name), {}).update(winners)
+        return WriteResult(written=len(rows) - stale, stale=stale)
+
+    async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        if not self._loaded:
+            async with self._write_lock:
+                if not self._loaded:
+                    await self.load()
+        return self.read_blocking(reads, now)
+
+    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        if not self._loaded:
+            raise RuntimeError("MemoryOnlineStore.load() must run before read_blocking()")
+        at = time.time() if now is None else now
+        with self._lock:
+            found = [
+                [table.get(key) for key in read.keys]
+                if (table := self._tables.get((read.view.tenant, read.view.name)))
+                else [None] * len(read.keys)
+                for read in reads
+            ]
+        return assemble(reads, found, at, self._grace_s)
+
+    async def close(self) -> None:
+        with self._lock:
+            self._tables = {}
+            self._loaded = False
+
+    async def _persist(self, view: FeatureView, winners: dict[str, Record]) -> None:
+        updated_at = dt.datetime.now(dt.UTC)
+        params = [
+            {
+                "tenant": view.tenant,
+                "view": view.name,
+                "entity_key": entity,
+                "values": record.values,
+                "event_ts": record.event_ts,
+                "expires_at": record.event_ts + view.ttl_s + self._grace_s,
+                "updated_at": updated_at,
+            }
+            for entity, record in winners.items()
+        ]
+        dialect: Any = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(online_features)
+        # Another process may have written a newer event meanwhile: never replace it.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant", "view", "entity_key"],
+            set_={
+                "values": stmt.excluded["values"],
+                "event_ts": stmt.excluded.event_ts,
+                "expires_at": stmt.excluded.expires_at,
+                "updated_at": stmt.excluded.updated_at,
+            },
+            where=online_features.c.event_ts <= stmt.excluded.event_ts,
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, params)

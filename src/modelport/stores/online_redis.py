@@ -1,0 +1,226 @@
+"""The production online store: latest values per entity in Redis, shared by every replica.
+
+Key layout: one hash per tenant, view and entity key::
+
+    {prefix}:{tenant}:{view}:{entity_key}      (prefix ``mp:f`` by default)
+        ts   event time, seconds since the epoch, as Python's repr of the float
+        v    the values: one JSON object, feature -> value (orjson)
+
+Tenant and view names cannot contain ``:``, so the key parses unambiguously; the entity key is
+everything after the third separator. One JSON blob per entity keeps a read at two fields per
+key, whatever the number of features.
+
+Writes go through one Lua script per chunk of rows: a row whose stored event time is newer is
+skipped (stale); otherwise ``ts`` and ``v`` are replaced and the key expires at
+``event_ts + ttl + grace`` (``PEXPIREAT``), so a value past its TTL still reads as ``expired``
+for the grace period before it reads as ``missing``.
+
+Reads are one round trip too: one read-only Lua script doing ``HMGET key ts v`` for every key of
+every view read (several script calls in one pipeline past ``READ_CHUNK`` keys). A pipeline of
+one ``HMGET`` per key gives the same answer, but redis-py spends several microseconds of Python
+on each pipelined command: for 200 keys, 2.4 ms (asyncio) and 1.3 ms (blocking) against 0.5
+and 0.4 ms for the script. Scripts touch many keys, so Redis Cluster is not supported (the
+writes need one node anyway); a primary with replicas is.
+
+Every call is bounded: connect and read timeouts (0.5 s by default) and one immediate retry of a
+failed connection. A Redis that does not answer raises ``FeatureStoreUnavailable`` (HTTP 503)
+rather than holding the request. The blocking client used by ``read_blocking`` has its own
+connection pool, so worker threads never touch the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import redis
+import structlog
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from modelport.errors import FeatureStoreUnavailable
+from modelport.stores.online import FeatureRow, FeatureView, ReadResult, ViewRead, WriteResult
+from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble
+
+log = structlog.get_logger("modelport.features")
+
+DEFAULT_PREFIX = "mp:f"
+
+#: Rows per script call: bounds how long one call holds Redis (about a millisecond).
+CHUNK_ROWS = 1000
+
+# KEYS: one per row. ARGV, three per row: event ts, expiry (ms since the epoch), values (JSON).
+# An equal event time wins, as in the memory backend (see online_values.wins).
+_WRITE = """
+local written, stale = 0, 0
+for i = 1, #KEYS do
+  local ts = ARGV[3 * i - 2]
+  local stored = redis.call('HGET', KEYS[i], 'ts')
+  if stored and tonumber(stored) > tonumber(ts) then
+    stale = stale + 1
+  else
+    redis.call('HSET', KEYS[i], 'ts', ts, 'v', ARGV[3 * i])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[3 * i - 1])
+    written = written + 1
+  end
+end
+return {written, stale}
+"""
+
+
+# KEYS: the keys to read. Returns ts and v of each (nil where absent), flattened.
+_READ = """
+local out = {}
+for i = 1, #KEYS do
+  local found = redis.call('HMGET', KEYS[i], 'ts', 'v')
+  out[2 * i - 1] = found[1]
+  out[2 * i] = found[2]
+end
+return out
+"""
+
+#: Keys per read script call; a larger read sends several calls in one pipeline, so that no
+#: call holds Redis for more than about a millisecond.
+READ_CHUNK = 1000
+
+
+class RedisOnlineStore:
+    def __init__(
+        self,
+        client: AsyncRedis,
+        sync_client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> None:
+        self._client = client
+        self._sync = sync_client
+        self._prefix = prefix
+        self._grace_s = grace_s
+        self._script = client.register_script(_WRITE)
+        self._read_script = client.register_script(_READ)
+        self._sync_read_script = sync_client.register_script(_READ)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout_s: float = 0.5,
+        prefix: str = DEFAULT_PREFIX,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> RedisOnlineStore:
+        """Both clients, each with its own pool, every call bounded by ``timeout_s``."""
+        bounds: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        }
+        return cls(
+            AsyncRedis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **bounds),
+            redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **bounds),
+            prefix=prefix,
+            grace_s=grace_s,
+        )
+
+    def key(self, tenant: str, view: str, entity_key: str) -> str:
+        return f"{self._prefix}:{tenant}:{view}:{entity_key}"
+
+    async def load(self) -> None:
+        """Nothing to load: Redis holds the state."""
+
+    async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult:
+        written = stale = 0
+        with _unavailable("write"):
+            for start in range(0, len(rows), CHUNK_ROWS):
+                keys, args = self._write_args(view, rows[start : start + CHUNK_ROWS])
+                done, skipped = await self._script(keys=keys, args=args)
+                written += int(done)
+                stale += int(skipped)
+        return WriteResult(written=written, stale=stale)
+
+    async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        keys = self._keys(reads)
+        with _unavailable("read"):
+            if len(keys) <= READ_CHUNK:
+                flat = await self._read_script(keys=keys) if keys else []
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(keys), READ_CHUNK):
+                        chunk = keys[start : start + READ_CHUNK]
+                        await self._read_script(keys=chunk, client=pipe)
+                    flat = [item for reply in await pipe.execute() for item in reply]
+        return self._assemble(reads, flat, now)
+
+    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        keys = self._keys(reads)
+        with _unavailable("read"):
+            if len(keys) <= READ_CHUNK:
+                flat = self._sync_read_script(keys=keys) if keys else []
+            else:
+                with self._sync.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(keys), READ_CHUNK):
+                        self._sync_read_script(keys=keys[start : start + READ_CHUNK], client=pipe)
+                    flat = [item for reply in pipe.execute() for item in reply]
+        return self._assemble(reads, flat, now)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        self._sync.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _write_args(
+        self, view: FeatureView, rows: Sequence[FeatureRow]
+    ) -> tuple[list[str], list[str | bytes]]:
+        keys: list[str] = []
+        args: list[str | bytes] = []
+        keep_s = view.ttl_s + self._grace_s
+        for row in rows:
+            keys.append(self.key(view.tenant, view.name, row.entity))
+            args += (
+                repr(float(row.event_ts)),
+                str(math.ceil((row.event_ts + keep_s) * 1000)),
+                orjson.dumps(row.values),
+            )
+        return keys, args
+
+    def _keys(self, reads: Sequence[ViewRead]) -> list[str]:
+        keys: list[str] = []
+        for read in reads:
+            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}:"
+            keys += [base + entity_key for entity_key in read.keys]
+        return keys
+
+    def _assemble(
+        self, reads: Sequence[ViewRead], flat: list[Any], now: float | None
+    ) -> ReadResult:
+        loads = orjson.loads
+        records: list[list[Record | None]] = []
+        at = 0
+        for read in reads:
+            end = at + 2 * len(read.keys)
+            pairs = zip(flat[at:end:2], flat[at + 1 : end : 2], strict=True)
+            records.append(
+                [None if ts is None else Record(float(ts), loads(values)) for ts, values in pairs]
+            )
+            at = end
+        return assemble(reads, records, time.time() if now is None else now, self._grace_s)
+
+
+@contextmanager
+def _unavailable(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        log.warning("feature_store_unavailable", operation=operation, error=repr(exc))
+        raise FeatureStoreUnavailable(
+            f"the online feature store (Redis) failed to {operation}: {type(exc).__name__}; "
+            "retry later"
+        ) from None

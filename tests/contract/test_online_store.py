@@ -1,0 +1,483 @@
+"""The online store contract, run against every backend: memory persisted to SQLite, memory
+persisted to a real PostgreSQL, and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
+
+from modelport.errors import FeatureStoreUnavailable
+from modelport.stores.online import (
+    FeatureRow,
+    FeatureSpec,
+    FeatureValue,
+    FeatureView,
+    OnlineStore,
+    ViewRead,
+    WriteResult,
+)
+from modelport.stores.online_memory import MemoryOnlineStore
+from modelport.stores.online_redis import RedisOnlineStore
+from modelport.stores.sql import create_engine, migrate
+
+REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "MODELPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+GRACE_S = 60.0
+
+SPECS = (
+    FeatureSpec("clicks", "int", 0),
+    FeatureSpec("ctr", "float", 0.5),
+    FeatureSpec("active", "bool", False),
+    FeatureSpec("segment", "string", "none"),
+)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+async def _postgres_execute(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('online') / 'registry.db'}"
+    asyncio.run(migrate(url))
+    return url
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    try:
+        asyncio.run(_postgres_execute(POSTGRES_URL, "SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
+    name = f"modelport_online_{secrets.token_hex(6)}"
+    asyncio.run(_postgres_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        asyncio.run(migrate(url))
+        yield url
+    finally:
+        asyncio.run(
+            _postgres_execute(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+
+
+@dataclass
+class Backend:
+    """A store, a way to open a second instance on the same state (a restart), and a tenant
+    of its own."""
+
+    kind: str
+    store: OnlineStore
+    reopen: Callable[[], Awaitable[OnlineStore]]
+    tenant: str
+    redis: Redis | None = None
+    prefix: str = ""
+
+    def view(
+        self,
+        name: str = "user_stats",
+        ttl_s: float = 3600.0,
+        tenant: str | None = None,
+        entity: str = "user",
+    ) -> FeatureView:
+        return FeatureView(tenant or self.tenant, name, 1, entity, SPECS, ttl_s)
+
+
+@pytest.fixture(
+    params=[
+        "memory-sqlite",
+        pytest.param("memory-postgres", marks=[pytest.mark.postgres, pytest.mark.integration]),
+        pytest.param("redis", marks=pytest.mark.integration),
+    ]
+)
+def kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The backend, and the database a memory backend persists to (resolved outside the loop)."""
+    if request.param == "redis":
+        return "redis", ""
+    return request.param, str(request.getfixturevalue(request.param[len("memory-") :] + "_url"))
+
+
+@asynccontextmanager
+async def memory_backend(kind: str, url: str) -> AsyncIterator[Backend]:
+    engine = create_engine(url)
+    opened: list[OnlineStore] = []
+
+    async def reopen() -> OnlineStore:
+        store = MemoryOnlineStore(engine, grace_s=GRACE_S)
+        await store.load()
+        opened.append(store)
+        return store
+
+    try:
+        yield Backend(kind, await reopen(), reopen, f"t{secrets.token_hex(4)}")
+    finally:
+        for store in opened:
+            await store.close()
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def redis_backend_at(url: str) -> AsyncIterator[Backend]:
+    """Keys under a prefix of this test's own, deleted afterwards."""
+    client = Redis.from_url(url, socket_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+    prefix = f"mp-test-{secrets.token_hex(4)}:f"
+    opened: list[OnlineStore] = []
+
+    async def reopen() -> OnlineStore:
+        store = RedisOnlineStore.from_url(url, prefix=prefix, grace_s=GRACE_S)
+        await store.load()
+        opened.append(store)
+        return store
+
+    try:
+        yield Backend("redis", await reopen(), reopen, f"t{secrets.token_hex(4)}", client, prefix)
+    finally:
+        for store in opened:
+            await store.close()
+        keys = [key async for key in client.scan_iter(f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+async def backend(kind: tuple[str, str]) -> AsyncIterator[Backend]:
+    name, url = kind
+    opened = redis_backend_at(REDIS_URL) if name == "redis" else memory_backend(name, url)
+    async with opened as backend:
+        yield backend
+
+
+@pytest.fixture
+async def redis_backend() -> AsyncIterator[Backend]:
+    async with redis_backend_at(REDIS_URL) as backend:
+        yield backend
+
+
+def read_of(view: FeatureView, *keys: str, features: tuple[str, ...] | None = None) -> ViewRead:
+    return ViewRead(view, features or tuple(s.name for s in view.features), keys)
+
+
+async def read_one(
+    store: OnlineStore, view: FeatureView, key: str, now: float | None = None
+) -> dict[str, FeatureValue]:
+    return (await store.read([read_of(view, key)], now))[0][0]
+
+
+def values_of(row: dict[str, FeatureValue]) -> dict[str, object]:
+    return {name: v.value for name, v in row.items()}
+
+
+ROW = {"clicks": 2**62, "ctr": 0.125, "active": True, "segment": 'héllo ✓ "quoted" :x:'}
+
+
+# --------------------------------------------------------------------------- values
+
+
+async def test_each_dtype_round_trips_with_its_type_and_event_time(backend: Backend) -> None:
+    view = backend.view()
+    ts = time.time() - 1.234567
+    result = await backend.store.write(view, [FeatureRow("u1", ROW, ts)])
+    assert result == WriteResult(written=1, stale=0)
+    row = await read_one(backend.store, view, "u1")
+    assert values_of(row) == ROW
+    assert [type(v.value) for v in row.values()] == [int, float, bool, str]
+    assert {v.status for v in row.values()} == {"present"}
+    assert {v.event_ts for v in row.values()} == {ts}
+
+
+async def test_an_unknown_key_reads_as_missing_with_the_defaults(backend: Backend) -> None:
+    row = await read_one(backend.store, backend.view(), "nobody")
+    assert row == {s.name: FeatureValue(s.default, "missing", None) for s in SPECS}
+
+
+async def test_a_feature_the_row_did_not_carry_reads_as_missing(backend: Backend) -> None:
+    view = backend.view()
+    ts = time.time()
+    await backend.store.write(view, [FeatureRow("u1", {"clicks": 3}, ts)])
+    row = await read_one(backend.store, view, "u1")
+    assert row["clicks"] == FeatureValue(3, "present", ts)
+    assert row["ctr"] == FeatureValue(0.5, "missing", None)
+    assert row["segment"] == FeatureValue("none", "missing", None)
+
+
+async def test_a_row_replaces_the_whole_previous_record(backend: Backend) -> None:
+    view = backend.view()
+    now = time.time()
+    await backend.store.write(view, [FeatureRow("u1", ROW, now - 2)])
+    await backend.store.write(view, [FeatureRow("u1", {"ctr": 0.75}, now - 1)])
+    row = await read_one(backend.store, view, "u1")
+    assert row["ctr"] == FeatureValue(0.75, "present", now - 1)
+    assert row["clicks"].status == "missing"
+
+
+async def test_a_value_past_its_ttl_reads_as_expired_then_missing(backend: Backend) -> None:
+    view = backend.view(ttl_s=0.2)
+    ts = time.time()
+    await backend.store.write(view, [FeatureRow("u1", ROW, ts)])
+    assert (await read_one(backend.store, view, "u1", now=ts + 0.1))["ctr"].status == "present"
+    await asyncio.sleep(0.3)
+    row = await read_one(backend.store, view, "u1")  # the clock, not a given `now`
+    assert row["ctr"] == FeatureValue(0.5, "expired", ts)
+    assert row["clicks"] == FeatureValue(0, "expired", ts)
+    late = await read_one(backend.store, view, "u1", now=ts + 0.2 + GRACE_S + 1)
+    assert late["ctr"] == FeatureValue(0.5, "missing", None)
+
+
+async def test_the_reading_view_ttl_decides_expiry(backend: Backend) -> None:
+    short, long = backend.view(ttl_s=10.0), backend.view(ttl_s=1000.0)
+    ts = time.time() - 30
+    await backend.store.write(short, [FeatureRow("u1", ROW, ts)])
+    assert (await read_one(backend.store, short, "u1"))["ctr"].status == "expired"
+    assert (await read_one(backend.store, long, "u1"))["ctr"].status == "present"
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+async def test_an_older_event_never_overwrites_a_newer_one(backend: Backend) -> None:
+    view = backend.view()
+    now = time.time()
+    await backend.store.write(view, [FeatureRow("u1", {"clicks": 2}, now - 1)])
+    result = await backend.store.write(view, [FeatureRow("u1", {"clicks": 1}, now - 5)])
+    assert result == WriteResult(written=0, stale=1)
+    assert (await read_one(backend.store, view, "u1"))["clicks"] == FeatureValue(
+        2, "present", now - 1
+    )
+
+
+async def test_within_one_batch_the_newest_event_wins_in_any_order(backend: Backend) -> None:
+    view = backend.view()
+    now = time.time()
+    newest_first = [
+        FeatureRow("a", {"clicks": 3}, now - 1),
+        FeatureRow("a", {"clicks": 1}, now - 3),
+        FeatureRow("a", {"clicks": 2}, now - 2),
+    ]
+    oldest_first = [
+        FeatureRow("b", {"clicks": 1}, now - 3),
+        FeatureRow("b", {"clicks": 2}, now - 2),
+        FeatureRow("b", {"clicks": 3}, now - 1),
+    ]
+    assert await backend.store.write(view, newest_first) == WriteResult(written=1, stale=2)
+    assert await backend.store.write(view, oldest_first) == WriteResult(written=3, stale=0)
+    rows = (await backend.store.read([read_of(view, "a", "b")]))[0]
+    assert [r["clicks"].value for r in rows] == [3, 3]
+
+
+async def test_concurrent_writes_keep_the_newest_event(backend: Backend) -> None:
+    view = backend.view()
+    now = time.time()
+    stamps = [now - i for i in range(30)]
+    random.Random(7).shuffle(stamps)
+    await asyncio.gather(
+        *(
+            backend.store.write(view, [FeatureRow("u1", {"clicks": int(now - ts)}, ts)])
+            for ts in stamps
+        )
+    )
+    assert (await read_one(backend.store, view, "u1"))["clicks"] == FeatureValue(0, "present", now)
+    restarted = await backend.reopen()
+    assert (await read_one(restarted, view, "u1"))["clicks"] == FeatureValue(0, "present", now)
+
+
+async def test_rewriting_the_same_row_is_idempotent(backend: Backend) -> None:
+    view = backend.view()
+    row = FeatureRow("u1", ROW, time.time())
+    first = await backend.store.write(view, [row])
+    again = await backend.store.write(view, [row, row])
+    assert first == WriteResult(written=1, stale=0)
+    assert again == WriteResult(written=2, stale=0)
+    assert values_of(await read_one(backend.store, view, "u1")) == ROW
+
+
+async def test_of_two_rows_with_the_same_event_time_the_later_write_is_kept(
+    backend: Backend,
+) -> None:
+    view = backend.view()
+    ts = time.time()
+    await backend.store.write(view, [FeatureRow("u1", {"clicks": 1}, ts)])
+    assert await backend.store.write(view, [FeatureRow("u1", {"clicks": 2}, ts)]) == WriteResult(
+        written=1, stale=0
+    )
+    assert (await read_one(backend.store, view, "u1"))["clicks"].value == 2
+
+
+# --------------------------------------------------------------------------- isolation, reads
+
+
+async def test_tenants_and_views_are_isolated(backend: Backend) -> None:
+    mine, theirs = backend.view(), backend.view(tenant=backend.tenant + "x")
+    other_view = backend.view(name="user_other")
+    ts = time.time()
+    await backend.store.write(mine, [FeatureRow("u1", {"clicks": 1}, ts)])
+    await backend.store.write(theirs, [FeatureRow("u1", {"clicks": 2}, ts)])
+    assert (await read_one(backend.store, mine, "u1"))["clicks"].value == 1
+    assert (await read_one(backend.store, theirs, "u1"))["clicks"].value == 2
+    assert (await read_one(backend.store, other_view, "u1"))["clicks"].status == "missing"
+
+
+async def test_many_entities_of_many_views_in_one_read_align_with_the_keys(
+    backend: Backend,
+) -> None:
+    views = [backend.view(name=f"view_{i}") for i in range(3)]
+    items = backend.view(name="item_stats", entity="item")
+    ts = time.time()
+    for n, view in enumerate(views):
+        rows = [FeatureRow(f"u{k}", {"clicks": k * 10 + n}, ts) for k in range(0, 60, 2)]
+        await backend.store.write(view, rows)
+    await backend.store.write(items, [FeatureRow("i1", {"segment": "shoes"}, ts)])
+    keys = tuple(f"u{k}" for k in [5, 4, 0, 59, 58, 4, *range(10, 50)])
+    reads = [*(read_of(v, *keys, features=("clicks",)) for v in views), read_of(items, "i1", "i2")]
+    result = await backend.store.read(reads)
+    assert len(result) == 4
+    for n, rows in enumerate(result[:3]):
+        assert len(rows) == len(keys)
+        for key, row in zip(keys, rows, strict=True):
+            k = int(key[1:])
+            expected = FeatureValue(k * 10 + n, "present", ts) if k % 2 == 0 else None
+            assert list(row) == ["clicks"]
+            assert row["clicks"] == (expected or FeatureValue(0, "missing", None)), key
+    assert [r["segment"].value for r in result[3]] == ["shoes", "none"]
+    assert await backend.store.read([]) == []
+    assert await backend.store.read([read_of(items)]) == [[]]
+
+
+async def test_a_read_of_thousands_of_keys_stays_aligned(backend: Backend) -> None:
+    """Past 1,000 keys the Redis backend splits a read into several script calls."""
+    views = [backend.view(name="big_a"), backend.view(name="big_b")]
+    ts = time.time()
+    for n, view in enumerate(views):
+        rows = [FeatureRow(f"e{k}", {"clicks": k + n}, ts) for k in range(0, 1500, 3)]
+        assert (await backend.store.write(view, rows)).written == 500
+    keys = tuple(f"e{k}" for k in reversed(range(1500)))
+    reads = [read_of(v, *keys, features=("clicks",)) for v in views]
+    blocking = await asyncio.to_thread(backend.store.read_blocking, reads, ts)
+    for result in (await backend.store.read(reads, ts), blocking):
+        for n, rows in enumerate(result):
+            assert [r["clicks"].value for r in rows] == [
+                int(key[1:]) + n if int(key[1:]) % 3 == 0 else 0 for key in keys
+            ]
+
+
+async def test_read_blocking_from_a_thread_equals_read(backend: Backend) -> None:
+    view = backend.view(ttl_s=5.0)
+    now = time.time()
+    await backend.store.write(
+        view, [FeatureRow(f"u{k}", {"clicks": k}, now - k) for k in range(10)]
+    )
+    reads = [read_of(view, *(f"u{k}" for k in range(12)))]
+    results: list[object] = []
+    thread = threading.Thread(
+        target=lambda: results.append(backend.store.read_blocking(reads, now))
+    )
+    thread.start()
+    thread.join(timeout=10)
+    expected = await backend.store.read(reads, now)
+    assert results == [expected]
+    statuses = [row["clicks"].status for row in expected[0]]
+    assert statuses == ["present"] * 6 + ["expired"] * 4 + ["missing"] * 2
+
+
+async def test_values_survive_a_restart(backend: Backend) -> None:
+    view = backend.view()
+    ts = time.time()
+    await backend.store.write(view, [FeatureRow("u1", ROW, ts), FeatureRow("u2", ROW, ts - 1)])
+    await backend.store.write(view, [FeatureRow("u1", {"clicks": 1}, ts - 5)])  # stale
+    restarted = await backend.reopen()
+    rows = (await restarted.read([read_of(view, "u1", "u2", "u3")]))[0]
+    assert [values_of(r) for r in rows[:2]] == [ROW, ROW]
+    assert rows[0]["clicks"].event_ts == ts
+    assert rows[2]["clicks"].status == "missing"
+
+
+# --------------------------------------------------------------------------- Redis specifics
+
+
+@pytest.mark.integration
+async def test_redis_keys_follow_the_layout_and_live_ttl_plus_grace(
+    redis_backend: Backend,
+) -> None:
+    view = redis_backend.view(ttl_s=30.0)
+    ts = time.time()
+    await redis_backend.store.write(view, [FeatureRow("u:1 x", {"clicks": 7}, ts)])
+    client = redis_backend.redis
+    assert client is not None
+    key = f"{redis_backend.prefix}:{redis_backend.tenant}:user_stats:u:1 x"
+    stored = await client.hgetall(key)
+    assert stored == {b"ts": repr(ts).encode(), b"v": b'{"clicks":7}'}
+    ttl_ms = await client.pttl(key)
+    assert (30.0 + GRACE_S) * 1000 - 2000 < ttl_ms <= (30.0 + GRACE_S) * 1000
+
+
+async def test_default_key_prefix_is_mp_f() -> None:
+    store = RedisOnlineStore.from_url(REDIS_URL)
+    try:
+        assert store.key("acme", "user_stats", "u1") == "mp:f:acme:user_stats:u1"
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a hung Redis)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("hung", [True, False], ids=["hung", "refused"])
+async def test_a_failing_redis_raises_unavailable_quickly(silent_server: int, hung: bool) -> None:
+    if hung:
+        port = silent_server
+    else:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # closed again: nothing listens there
+    store = RedisOnlineStore.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+    view = FeatureView("t", "user_stats", 1, "user", SPECS, 60.0)
+    try:
+        for call in (
+            lambda: store.read([read_of(view, "u1")]),
+            lambda: store.write(view, [FeatureRow("u1", {"clicks": 1}, time.time())]),
+            lambda: asyncio.to_thread(store.read_blocking, [read_of(view, "u1")]),
+        ):
+            began = time.monotonic()
+            with pytest.raises(FeatureStoreUnavailable, match="retry later"):
+                await asyncio.wait_for(call(), timeout=5)
+            assert time.monotonic() - began < 2.0
+    finally:
+        await store.close()
