@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelport.errors import FeatureViewNotFound
 from modelport.observability.metrics import Metrics
 from modelport.routing.table import RouteTable
 from modelport.services.cache import ResponseCache
@@ -20,12 +21,14 @@ from modelport.services.repository import RepositoryService
 from modelport.services.rollout_guard import RolloutGuard
 from modelport.services.shadow import ShadowRunner
 from modelport.services.tenancy import Authenticator, TenancyService
+from modelport.serving.config import FeaturesConfig
+from modelport.serving.features import FeatureJoin, build_join
 from modelport.serving.pool import ModelPool
 from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
 from modelport.stores.features import FeatureViewStore
-from modelport.stores.online import OnlineStore
+from modelport.stores.online import FeatureView, OnlineStore
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -88,9 +91,40 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
     tenants = TenancyStore(engine)
     artifacts = ArtifactStore(settings.artifacts_uri, settings.cache_dir)
     metrics = Metrics()
-    pool = ModelPool(artifacts, metrics)
+    online_store: OnlineStore = (
+        RedisOnlineStore.from_url(
+            settings.redis_url.get_secret_value(),
+            timeout_s=settings.feature_store_timeout_s,
+            prefix=settings.feature_key_prefix,
+            grace_s=settings.feature_expired_grace_s,
+        )
+        if settings.redis_url is not None
+        else MemoryOnlineStore(engine, grace_s=settings.feature_expired_grace_s)
+    )
+    if server:
+        # A CLI command loads the embedded store lazily, on its first feature read or write.
+        await online_store.load()
+    features = FeatureService(FeatureViewStore(engine), online_store)
+
+    async def view_or_none(tenant: str, name: str, version: int | None) -> FeatureView | None:
+        try:
+            return await features.views.get(tenant, name, version)
+        except FeatureViewNotFound:
+            return None
+
+    async def feature_join(tenant: str, config: FeaturesConfig) -> FeatureJoin:
+        return await build_join(tenant, config, view_or_none, online_store)
+
+    pool = ModelPool(artifacts, metrics, feature_join)
     release_store = ReleaseStore(engine)
-    registry = RegistryService(store, artifacts, tenants, release_store)
+    registry = RegistryService(
+        store,
+        artifacts,
+        tenants,
+        release_store,
+        feature_views=view_or_none,
+        online_store=online_store,
+    )
     routes = RouteTable()
     shadow = ShadowRunner(pool, metrics, max_inflight=settings.shadow_max_inflight)
     sync = (
@@ -134,19 +168,6 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         ),
         metrics,
     )
-    online_store: OnlineStore = (
-        RedisOnlineStore.from_url(
-            settings.redis_url.get_secret_value(),
-            timeout_s=settings.feature_store_timeout_s,
-            prefix=settings.feature_key_prefix,
-            grace_s=settings.feature_expired_grace_s,
-        )
-        if settings.redis_url is not None
-        else MemoryOnlineStore(engine, grace_s=settings.feature_expired_grace_s)
-    )
-    if server:
-        # A CLI command loads the embedded store lazily, on its first feature read or write.
-        await online_store.load()
     defaults = Quotas(
         rate_limit_rps=settings.tenant_rate_limit_rps,
         rate_limit_burst=settings.tenant_rate_limit_burst,
@@ -182,7 +203,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         release_store=release_store,
         shadow=shadow,
         cache=cache,
-        features=FeatureService(FeatureViewStore(engine), online_store),
+        features=features,
         online_store=online_store,
         sync=sync,
         guard=guard,

@@ -1,0 +1,216 @@
+"""Features joined into inference, through a real ``modelport serve`` on each online store
+backend: callers send entity keys, the server fills the model's input from the online store.
+
+The answers are checked against onnxruntime fed the expected feature vector directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import redis
+
+from modelport.demo.models import build_ranker, ranker_config
+from modelport.serving.config import FeatureInput, FeaturesConfig
+
+from .conftest import Push, Server, push_models, running_server
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PER_VIEW = 32
+REFS = [f"user_stats:u{i}" for i in range(PER_VIEW)] + [f"item_stats:i{i}" for i in range(PER_VIEW)]
+
+
+def view_body(entity: str, prefix: str) -> dict[str, Any]:
+    return {
+        "entity": entity,
+        "ttl_s": 3600,
+        "features": [
+            {"name": f"{prefix}{i}", "dtype": "float", "default": 0.25} for i in range(PER_VIEW)
+        ],
+    }
+
+
+def values(seed: int) -> list[float]:
+    return [round(float(x), 4) for x in np.random.default_rng(seed).standard_normal(PER_VIEW)]
+
+
+USERS = {"alice": values(1), "bob": values(2)}
+ITEMS = {"book": values(3), "lamp": values(4)}
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp(f"feature-inference-{request.param}")
+    db = f"sqlite+aiosqlite:///{workdir / 'registry.db'}"
+    settings: dict[str, str] = {}
+    prefix = f"mp-fi-{secrets.token_hex(4)}:f"
+    if request.param == "redis":
+        settings = {"redis_url": REDIS_URL, "feature_key_prefix": prefix}
+    try:
+        with running_server(workdir, db, **settings) as running:
+            running.models["ranker"] = build_ranker(workdir / "ranker.onnx")
+            _prepare(running)
+            yield running
+    finally:
+        if request.param == "redis":
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+def _prepare(server: Server) -> None:
+    now = dt.datetime.now(dt.UTC).timestamp()
+    with server.client() as http:
+        for view, entity, prefix, table in (
+            ("user_stats", "user", "u", USERS),
+            ("item_stats", "item", "i", ITEMS),
+        ):
+            assert (
+                http.put(f"/v1/features/views/{view}", json=view_body(entity, prefix)).status_code
+                == 200
+            )
+            rows = [
+                {
+                    "entity": key,
+                    "values": {f"{prefix}{i}": v for i, v in enumerate(vals)},
+                    "event_timestamp": now,
+                }
+                for key, vals in table.items()
+            ]
+            pushed = http.post(f"/v1/features/{view}/push", json={"rows": rows})
+            assert pushed.status_code == 200, pushed.text
+        for name, on_missing, sample in (("ranked", "default", 1.0), ("strict", "reject", 0.0)):
+            config = ranker_config().model_copy(
+                update={
+                    "features": FeaturesConfig(
+                        entities={"user": "user_id", "item": "item_id"},
+                        inputs={"input": FeatureInput(features=REFS)},
+                        on_missing=on_missing,
+                        log_sample_rate=sample,
+                    )
+                }
+            )
+            push_models(
+                server.workdir,
+                server.database_url,
+                [Push(name, server.models["ranker"], config)],
+            )
+            loaded = http.post(f"/v2/repository/models/{name}/load")
+            assert loaded.status_code == 200, loaded.text
+
+
+def body(users: list[str], items: list[str], **parameters: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "inputs": [
+            {"name": "user_id", "shape": [len(users)], "datatype": "BYTES", "data": users},
+            {"name": "item_id", "shape": [len(items)], "datatype": "BYTES", "data": items},
+        ]
+    }
+    if parameters:
+        doc["parameters"] = parameters
+    return doc
+
+
+def expected_scores(server: Server, vectors: list[list[float]]) -> np.ndarray:
+    session = ort.InferenceSession(str(server.models["ranker"]), providers=["CPUExecutionProvider"])
+    batch = np.asarray(vectors, dtype=np.float32)
+    return np.asarray(session.run(None, {"input": batch})[0])
+
+
+def outputs(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: o for o in response.json()["outputs"]}
+
+
+def test_callers_send_entity_keys_and_get_the_models_answer(server: Server) -> None:
+    with server.client() as http:
+        metadata = http.get("/v2/models/ranked").json()
+        assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {
+            "user_id": "BYTES",
+            "item_id": "BYTES",
+        }
+        response = http.post(
+            "/v2/models/ranked/infer", json=body(["alice", "bob"], ["lamp", "book"])
+        )
+    got = np.asarray(outputs(response)["score"]["data"], dtype=np.float32).reshape(2, 1)
+    want = expected_scores(server, [USERS["alice"] + ITEMS["lamp"], USERS["bob"] + ITEMS["book"]])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_answer_can_carry_the_feature_values_used(server: Server) -> None:
+    with server.client() as http:
+        response = http.post(
+            "/v2/models/ranked/infer",
+            json=body(["alice", "nobody"], ["book", "book"], return_features=True),
+        )
+    used = outputs(response)["features:input"]
+    assert used["shape"] == [2, 2 * PER_VIEW]
+    rows = np.asarray(used["data"], dtype=np.float32).reshape(2, -1)
+    np.testing.assert_allclose(rows[0], USERS["alice"] + ITEMS["book"], rtol=1e-6)
+    # An unknown user: the view's defaults fill its half.
+    np.testing.assert_allclose(rows[1], [0.25] * PER_VIEW + ITEMS["book"], rtol=1e-6)
+
+
+def test_on_missing_reject_refuses_rows_without_values(server: Server) -> None:
+    with server.client() as http:
+        ok = http.post("/v2/models/strict/infer", json=body(["bob"], ["lamp"]))
+        refused = http.post(
+            "/v2/models/strict/infer", json=body(["bob", "nobody"], ["lamp", "lamp"])
+        )
+    assert ok.status_code == 200, ok.text
+    assert refused.status_code == 400
+    assert "on_missing: reject" in refused.json()["error"]
+    assert "row(s) [1]" in refused.json()["error"]
+
+
+def test_the_view_versions_are_recorded_with_the_model_version(server: Server) -> None:
+    with server.client() as http:
+        detail = http.get("/v1/models/ranked/versions/1").json()
+    assert detail["config"]["features"]["view_versions"] == {"user_stats": 1, "item_stats": 1}
+
+
+def test_served_feature_vectors_are_sampled_into_the_log(server: Server) -> None:
+    with server.client() as http:
+        outputs(http.post("/v2/models/ranked/infer", json=body(["alice"], ["lamp"])))
+    lines = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if '"feature_sample"' in line
+    ]
+    assert lines, "no feature_sample log line"
+    sample = lines[-1]
+    assert sample["entities"] == {"user": "alice", "item": "lamp"}
+    np.testing.assert_allclose(
+        sample["features"]["input"], USERS["alice"] + ITEMS["lamp"], rtol=1e-5
+    )
+
+
+def test_a_missing_view_refuses_the_push(server: Server, tmp_path: Path) -> None:
+    config = ranker_config().model_copy(
+        update={
+            "features": FeaturesConfig(
+                entities={"user": "user_id"},
+                inputs={"input": FeatureInput(features=["ghost:x"] * 64)},
+            )
+        }
+    )
+    with pytest.raises(Exception, match="feature view 'ghost' does not exist"):
+        push_models(
+            server.workdir, server.database_url, [Push("ghostly", server.models["ranker"], config)]
+        )
