@@ -39,7 +39,10 @@ bench-releases: setup ## Alias flips under load and the cost of shadow traffic (
 bench-features: setup ## Online feature reads from Redis, in-process and over HTTP
 	$(BIN)/python bench/features.py
 
+bench-cache: setup ## Response cache: 90 % repeated requests vs uncached, cost of a hit (needs wrk)
+	$(BIN)/python bench/cache.py
+
 clean: ## Remove the virtual environment and local state (var/)
 	rm -rf $(VENV) var
 
-.PHONY: help setup run test lint bench bench-releases bench-features clean
+.PHONY: help setup run test lint bench bench-releases bench-features bench-cache clean

@@ -113,7 +113,13 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             return None
 
     async def feature_join(tenant: str, config: FeaturesConfig) -> FeatureJoin:
-        return await build_join(tenant, config, view_or_none, online_store)
+        return await build_join(
+            tenant,
+            config,
+            view_or_none,
+            online_store,
+            metrics.feature_store_errors.labels(tenant).inc,
+        )
 
     pool = ModelPool(artifacts, metrics, feature_join)
     release_store = ReleaseStore(engine)

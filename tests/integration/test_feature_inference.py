@@ -10,6 +10,9 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,12 @@ import redis
 from modelport.demo.models import build_ranker, ranker_config
 from modelport.serving.config import FeatureInput, FeaturesConfig
 
-from .conftest import Push, Server, push_models, running_server
+from .conftest import Push, Server, free_port, push_models, running_server
 
 pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_SERVER = shutil.which("redis-server")
 PER_VIEW = 32
 REFS = [f"user_stats:u{i}" for i in range(PER_VIEW)] + [f"item_stats:i{i}" for i in range(PER_VIEW)]
 
@@ -214,3 +218,110 @@ def test_a_missing_view_refuses_the_push(server: Server, tmp_path: Path) -> None
         push_models(
             server.workdir, server.database_url, [Push("ghostly", server.models["ranker"], config)]
         )
+
+
+# --------------------------------------------------------------------------- Redis outage
+
+
+class OwnRedis:
+    """A redis-server this test starts, stops and restarts on a port of its own."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def _error_count(http: httpx.Client, admin_key: str) -> float:
+    text = http.get("/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("modelport_feature_store_errors_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_redis_outage_degrades_to_defaults_and_heals(tmp_path: Path) -> None:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    own = OwnRedis(tmp_path)
+    own.start()
+    db = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
+    try:
+        with running_server(
+            tmp_path, db, redis_url=own.url, feature_store_timeout_s="0.2"
+        ) as server:
+            server.models["ranker"] = build_ranker(tmp_path / "ranker.onnx")
+            _prepare(server)
+            with server.client() as http:
+                request = body(["alice"], ["lamp"], return_features=True)
+
+                def used() -> np.ndarray:
+                    answer = outputs(http.post("/v2/models/ranked/infer", json=request))
+                    return np.asarray(answer["features:input"]["data"], dtype=np.float32)
+
+                np.testing.assert_allclose(used(), USERS["alice"] + ITEMS["lamp"], rtol=1e-6)
+
+                own.stop()
+                started = time.monotonic()
+                for _ in range(20):
+                    np.testing.assert_allclose(used(), [0.25] * (2 * PER_VIEW), rtol=1e-6)
+                # The breaker keeps an outage from costing every request a timeout.
+                assert time.monotonic() - started < 5.0
+                strict = http.post("/v2/models/strict/infer", json=body(["bob"], ["lamp"]))
+                assert strict.status_code == 503, strict.text
+                assert strict.headers.get("retry-after")
+                assert _error_count(http, server.admin_key) >= 1
+
+                own.start()  # empty: this Redis keeps nothing on disk
+                _push_values(http)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    if np.allclose(used(), USERS["alice"] + ITEMS["lamp"], rtol=1e-6):
+                        break
+                    time.sleep(0.2)
+                else:
+                    pytest.fail("feature values did not come back after Redis returned")
+    finally:
+        own.stop()
+
+
+def _push_values(http: httpx.Client) -> None:
+    now = dt.datetime.now(dt.UTC).timestamp()
+    for view, prefix, table in (("user_stats", "u", USERS), ("item_stats", "i", ITEMS)):
+        rows = [
+            {
+                "entity": key,
+                "values": {f"{prefix}{i}": v for i, v in enumerate(vals)},
+                "event_timestamp": now,
+            }
+            for key, vals in table.items()
+        ]
+        pushed = http.post(f"/v1/features/{view}/push", json={"rows": rows})
+        assert pushed.status_code == 200, pushed.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelport.observability.loop_metrics import (
@@ -125,6 +125,14 @@ class Metrics:
             "modelport_model_version_ready",
             "1 while a version is loaded, warmed and serving; 0 otherwise.",
             labels,
+            registry=self.registry,
+        )
+        # Incremented from worker threads (the feature join runs there): a thread-safe counter.
+        self.feature_store_errors = Counter(
+            "modelport_feature_store_errors",
+            "Batches of feature-joined models that found the online store unreachable (served "
+            "with defaults, or refused with on_missing: reject).",
+            ("tenant",),
             registry=self.registry,
         )
         self.release_generation = Gauge(

@@ -15,6 +15,8 @@ says ``on_missing: reject``.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from modelport.errors import InvalidInput
+from modelport.errors import FeatureStoreUnavailable, InvalidInput
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
@@ -117,11 +119,17 @@ class FeatureJoin:
     """The join of one model version: which views, which columns, which defaults."""
 
     def __init__(
-        self, config: FeaturesConfig, views: Mapping[str, FeatureView], store: OnlineStore
+        self,
+        config: FeaturesConfig,
+        views: Mapping[str, FeatureView],
+        store: OnlineStore,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         check_views(config, views)
         self.config = config
         self._store = store
+        self._on_error = on_error
+        self._breaker = _Breaker()
         self._views: list[FeatureView] = []
         self._view_features: list[list[str]] = []
         index: dict[str, int] = {}
@@ -206,7 +214,37 @@ class FeatureJoin:
     def fetch_blocking(
         self, arrays: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        return self.assemble(arrays, self._store.read_blocking(self.reads(arrays)))
+        """The batch's model inputs, read in one round trip. While the store is unreachable,
+        every value counts as missing (``on_missing: default`` serves the views' defaults;
+        ``reject`` fails the batch with 503); after a failure the store is left alone for a
+        back-off (1 s, doubling up to 10 s) so that an outage costs no latency, and is tried
+        again after it."""
+        reads = self.reads(arrays)
+        if self._breaker.open():
+            return self._degraded(arrays, reads, None)
+        try:
+            results = self._store.read_blocking(reads)
+        except FeatureStoreUnavailable as exc:
+            self._breaker.failed()
+            return self._degraded(arrays, reads, exc)
+        self._breaker.succeeded()
+        return self.assemble(arrays, results)
+
+    def _degraded(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        reads: Sequence[ViewRead],
+        error: FeatureStoreUnavailable | None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if self._on_error is not None:
+            self._on_error()
+        if error is not None:
+            log.warning("feature_store_unavailable", error=error.message)
+        if self.config.on_missing == "reject":
+            raise error or FeatureStoreUnavailable(
+                "the online feature store is unreachable; retry shortly"
+            )
+        return self.assemble(arrays, [[{} for _ in read.keys] for read in reads])
 
     async def fetch(
         self, arrays: Mapping[str, np.ndarray]
@@ -219,7 +257,11 @@ ViewGetter = Callable[[str, str, int | None], Awaitable[FeatureView | None]]
 
 
 async def build_join(
-    tenant: str, config: FeaturesConfig, get_view: ViewGetter, store: OnlineStore
+    tenant: str,
+    config: FeaturesConfig,
+    get_view: ViewGetter,
+    store: OnlineStore,
+    on_error: Callable[[], None] | None = None,
 ) -> FeatureJoin:
     """The join of a registered version: the views at the versions it was registered with."""
     views: dict[str, FeatureView] = {}
@@ -230,7 +272,7 @@ async def build_join(
             at = "" if version is None else f" version {version}"
             raise InvalidInput(f"feature view '{name}'{at} does not exist")
         views[name] = view
-    return FeatureJoin(config, views, store)
+    return FeatureJoin(config, views, store, on_error)
 
 
 class FeatureJoinRuntime:
@@ -284,6 +326,29 @@ class FeatureJoinRuntime:
 
     def close(self) -> None:
         self._inner.close()
+
+
+class _Breaker:
+    """Skips a store that just failed for a growing back-off (1 s .. 10 s)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._backoff = 0.0
+        self._until = 0.0
+
+    def open(self) -> bool:
+        return time.monotonic() < self._until
+
+    def failed(self) -> None:
+        with self._lock:
+            self._backoff = min(10.0, max(1.0, self._backoff * 2))
+            self._until = time.monotonic() + self._backoff
+
+    def succeeded(self) -> None:
+        if self._backoff:
+            with self._lock:
+                self._backoff = 0.0
+                self._until = 0.0
 
 
 def _default(view: FeatureView, feature: str) -> float:
