@@ -157,15 +157,18 @@ def test_replicas_share_answers_through_redis(tmp_path_factory: pytest.TempPathF
     # A name of its own: entries of earlier runs in this Redis must not answer this one.
     name = f"shared_{secrets.token_hex(4)}"
     x = np.array([[1, 2, 3, 4]], np.float32)
-    redis_key = f"mp:c:{TENANT}:{cache_key(TENANT, name, '1', {'x': x}).hex()}"
     with ExitStack() as stack:
         servers = []
         for replica in ("a", "b"):
             workdir = tmp_path_factory.mktemp(f"cache-replica-{replica}")
             db = f"sqlite+aiosqlite:///{workdir / 'registry.db'}"
             model = scale_model(workdir / "build" / "shared.onnx", 4.0)
-            push_models(workdir, db, [Push(name, model, CACHED)])
+            (record,) = push_models(workdir, db, [Push(name, model, CACHED)])
+            # A version is named by its number and its artifact's digest: the same model
+            # registered in both replicas' registries shares its answers.
+            identity = f"{record.version}:{record.sha256}"
             servers.append(stack.enter_context(running_server(workdir, db, redis_url=REDIS_URL)))
+        redis_key = f"mp:c:{TENANT}:{cache_key(TENANT, name, identity, {'x': x}).hex()}"
         redis = stack.enter_context(Redis.from_url(REDIS_URL, socket_timeout=2))
         stack.callback(redis.delete, redis_key)
         with servers[0].client() as a, servers[1].client() as b:

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from modelport.demo.models import build_ranker, ranker_config
-from modelport.serving.config import FeatureInput, FeaturesConfig
+from modelport.serving.config import CacheConfig, FeatureInput, FeaturesConfig
 
 from .conftest import Push, Server, free_port, push_models, running_server
 
@@ -99,15 +99,20 @@ def _prepare(server: Server) -> None:
             ]
             pushed = http.post(f"/v1/features/{view}/push", json={"rows": rows})
             assert pushed.status_code == 200, pushed.text
-        for name, on_missing, sample in (("ranked", "default", 1.0), ("strict", "reject", 0.0)):
+        for name, on_missing, sample, cached in (
+            ("ranked", "default", 1.0, False),
+            ("strict", "reject", 0.0, False),
+            ("cached", "default", 0.0, True),
+        ):
             config = ranker_config().model_copy(
                 update={
+                    "cache": CacheConfig(enabled=cached),
                     "features": FeaturesConfig(
                         entities={"user": "user_id", "item": "item_id"},
                         inputs={"input": FeatureInput(features=REFS)},
                         on_missing=on_missing,
                         log_sample_rate=sample,
-                    )
+                    ),
                 }
             )
             push_models(
@@ -205,6 +210,36 @@ def test_served_feature_vectors_are_sampled_into_the_log(server: Server) -> None
     )
 
 
+def test_cached_answers_are_keyed_by_the_feature_values_joined(server: Server) -> None:
+    # A user of its own: answers cached in a shared Redis by earlier runs must not answer here.
+    user = f"carol-{secrets.token_hex(4)}"
+
+    def push_user(vector: list[float], at: float) -> None:
+        row = {"entity": user, "values": {f"u{i}": v for i, v in enumerate(vector)}}
+        pushed = http.post(
+            "/v1/features/user_stats/push", json={"rows": [{**row, "event_timestamp": at}]}
+        )
+        assert pushed.status_code == 200, pushed.text
+
+    request = body([user], ["book"])
+    now = dt.datetime.now(dt.UTC).timestamp()
+    with server.client() as http:
+        push_user(USERS["alice"], now)
+        first = http.post("/v2/models/cached/infer", json=request)
+        second = http.post("/v2/models/cached/infer", json=request)
+        assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+        assert outputs(first)["score"]["data"] == outputs(second)["score"]["data"]
+        # New values for the user: the same request is a new key, and the answer follows them.
+        changed = [v + 1.0 for v in USERS["alice"]]
+        push_user(changed, now + 1)
+        third = http.post("/v2/models/cached/infer", json=request)
+        assert third.headers["x-cache"] == "miss"
+    got = np.asarray(outputs(third)["score"]["data"], dtype=np.float32).reshape(1, 1)
+    np.testing.assert_allclose(
+        got, expected_scores(server, [changed + ITEMS["book"]]), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_a_missing_view_refuses_the_push(server: Server, tmp_path: Path) -> None:
     config = ranker_config().model_copy(
         update={
@@ -237,7 +272,15 @@ class OwnRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [
+                REDIS_SERVER or "redis-server",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

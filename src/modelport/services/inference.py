@@ -27,7 +27,7 @@ from modelport.routing.table import RouteTable
 from modelport.serving.cache_key import cache_key
 from modelport.serving.codec import InferRequest
 from modelport.serving.config import FeaturesConfig
-from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT
+from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT, FeatureJoinRuntime
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.serving.signature import validate_inputs
 from modelport.stores.registry import RegistryStore
@@ -251,8 +251,11 @@ class InferenceService:
         deadline = loop.time() + self._timeout(request)
         cached: str | None = None
         if self._cache is not None and entry.config.cache.enabled:
+            submit, extra = arrays, b""
+            if isinstance(runtime, FeatureJoinRuntime):
+                submit, extra = await runtime.prefetch(arrays)
             outputs, cached = await self._cached(
-                self._cache, entry, batcher, arrays, rows, deadline
+                self._cache, entry, batcher, arrays, rows, deadline, extra, submit
             )
         else:
             outputs = await batcher.submit(arrays, rows, deadline)
@@ -276,17 +279,21 @@ class InferenceService:
         rows: int,
         deadline: float,
         extra: bytes = b"",
+        submit: dict[str, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], str | None]:
         """The outputs through the response cache, and ``hit`` or ``miss``.
 
         ``extra``: whatever else the answer depends on, hashed into the key with the inputs
-        (the feature values joined into the request). A feature-joined version is not cached
-        until its values are read before this lookup and passed here: a key without them would
-        serve answers built on values that have since changed."""
+        (the feature values joined into the request; ``submit`` then holds the model inputs
+        built from them). A feature-joined version is not cached without them: a key without
+        the values would serve answers built on values that have since changed. The version
+        part of the key carries the artifact's digest, so two registries sharing one Redis
+        never serve each other's answers."""
+        submit = arrays if submit is None else submit
         if entry.config.features is not None and not extra:
-            return await batcher.submit(arrays, rows, deadline), None
+            return await batcher.submit(submit, rows, deadline), None
         config = entry.config.cache
-        key = cache_key(entry.tenant, entry.model, entry.version, arrays, extra)
+        key = cache_key(entry.tenant, entry.model, entry.identity, arrays, extra)
         outputs, status = await cache.get_or_compute(
             entry.tenant,
             entry.model,
@@ -294,7 +301,7 @@ class InferenceService:
             key,
             config.ttl_s,
             config.shared,
-            partial(batcher.submit, arrays, rows, deadline),
+            partial(batcher.submit, submit, rows, deadline),
         )
         return outputs, "miss" if status == "miss" else "hit"
 

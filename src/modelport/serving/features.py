@@ -249,7 +249,17 @@ class FeatureJoin:
     async def fetch(
         self, arrays: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        return self.assemble(arrays, await self._store.read(self.reads(arrays)))
+        """As :meth:`fetch_blocking`, on the event loop (for a request, not a batch)."""
+        reads = self.reads(arrays)
+        if self._breaker.open():
+            return self._degraded(arrays, reads, None)
+        try:
+            results = await self._store.read(reads)
+        except FeatureStoreUnavailable as exc:
+            self._breaker.failed()
+            return self._degraded(arrays, reads, exc)
+        self._breaker.succeeded()
+        return self.assemble(arrays, results)
 
 
 ViewGetter = Callable[[str, str, int | None], Awaitable[FeatureView | None]]
@@ -288,13 +298,29 @@ class FeatureJoinRuntime:
     def signature(self) -> Signature:
         return self._signature
 
+    async def prefetch(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bytes]:
+        """Join one request's features now, for a version whose answers are cached: the values
+        are part of the cache key. Returns what to submit to the batcher (the model's inputs and
+        the missing-value counts, which :meth:`predict` then takes as they are) and the bytes
+        that identify the values."""
+        model_inputs, missing = await self._join.fetch(arrays)
+        identity = (
+            b"".join(model_inputs[name].tobytes() for name in self._join.feature_inputs)
+            + missing.tobytes()
+        )
+        return {**model_inputs, MISSING_OUTPUT: missing}, identity
+
     def check(self, inputs: dict[str, np.ndarray]) -> None:
         self._inner.check(
             {k: v for k, v in inputs.items() if k in self._inner.signature.input_specs}
         )
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        model_inputs, missing = self._join.fetch_blocking(inputs)
+        if MISSING_OUTPUT in inputs:  # joined before batching (see prefetch)
+            missing = inputs[MISSING_OUTPUT]
+            model_inputs = {k: v for k, v in inputs.items() if k != MISSING_OUTPUT}
+        else:
+            model_inputs, missing = self._join.fetch_blocking(inputs)
         outputs = dict(self._inner.predict(model_inputs))
         for name in self._join.feature_inputs:
             outputs[FEATURE_OUTPUT_PREFIX + name] = model_inputs[name]

@@ -55,6 +55,8 @@ class LoadedVersion:
     batcher: Batcher | None = None
     executor: ThreadPoolExecutor | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    sha256: str = ""
+    """The artifact's digest."""
     inflight: int = 0
     """Requests routed here and not yet answered; an unload waits for them."""
     window: Window = field(default_factory=Window)
@@ -68,6 +70,11 @@ class LoadedVersion:
     @property
     def key(self) -> tuple[str, str]:
         return (self.tenant, self.model)
+
+    @property
+    def identity(self) -> str:
+        """Version number and artifact digest: what names this version's answers anywhere."""
+        return f"{self.version}:{self.sha256}"
 
 
 class ModelPool:
@@ -132,6 +139,7 @@ class ModelPool:
             config=config,
             metrics=self._metrics.for_version(record.tenant, record.model, record.version),
             window=window,
+            sha256=record.sha256,
         )
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
