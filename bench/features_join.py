@@ -44,6 +44,7 @@ def register(workdir: Path, redis_url: str) -> None:
     from modelport.demo.models import build_ranker, ranker_config
     from modelport.serving.config import FeatureInput, FeaturesConfig
     from modelport.settings import Settings
+    from modelport.stores.online import FeatureSpec
 
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{workdir / 'modelport.db'}",
@@ -63,7 +64,7 @@ def register(workdir: Path, redis_url: str) -> None:
                     base.BENCH_TENANT,
                     view,
                     entity,
-                    [{"name": f"f{i}", "dtype": "float", "default": 0.0} for i in range(PER_VIEW)],
+                    [FeatureSpec(f"f{i}", "float", 0.0) for i in range(PER_VIEW)],
                     ttl_s=86_400,
                     actor="bench",
                 )
