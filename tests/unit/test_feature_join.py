@@ -3,7 +3,10 @@ registration, and the tensors a batch is given."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +20,9 @@ from modelport.serving.features import (
     request_signature,
 )
 from modelport.serving.signature import Signature, TensorSpec
-from modelport.stores.online import (
-    FeatureRow,
-    FeatureSpec,
-    FeatureValue,
-    FeatureView,
-    ReadResult,
-    ViewRead,
-    WriteResult,
-)
+from modelport.stores.online import FeatureRow, FeatureSpec, FeatureView
+from modelport.stores.online_memory import MemoryOnlineStore
+from modelport.stores.sql import create_engine, migrate
 
 MODEL = Signature(
     (TensorSpec("input", "FP32", (-1, 4)), TensorSpec("context", "FP32", (-1, 2))),
@@ -66,41 +63,6 @@ def config(**overrides: object) -> FeaturesConfig:
     }
     raw.update(overrides)
     return FeaturesConfig.model_validate(raw)
-
-
-class TableStore:
-    """An online store holding fixed values (the join's own logic is what is under test)."""
-
-    def __init__(self, values: dict[tuple[str, str], dict[str, float]]) -> None:
-        self.values = values
-        self.round_trips = 0
-
-    async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult:
-        raise NotImplementedError
-
-    async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
-        return self.read_blocking(reads, now)
-
-    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
-        self.round_trips += 1
-        out: ReadResult = []
-        for read in reads:
-            per_key = []
-            for key in read.keys:
-                stored = self.values.get((read.view.name, key), {})
-                per_key.append(
-                    {
-                        f: FeatureValue(stored[f], "present", 1.0)
-                        if f in stored
-                        else FeatureValue(None, "missing", None)
-                        for f in read.features
-                    }
-                )
-            out.append(per_key)
-        return out
-
-    async def close(self) -> None:
-        return None
 
 
 def test_callers_send_entity_keys_instead_of_the_feature_filled_input() -> None:
@@ -148,28 +110,55 @@ def test_registration_checks_every_feature_against_its_view() -> None:
         check_views(config(inputs={"input": FeatureInput(features=["user_stats:clicks"])}), text)
 
 
-def test_a_batch_gets_its_tensor_in_the_configured_order_from_one_round_trip() -> None:
-    store = TableStore(
-        {
-            ("user_stats", "u1"): {"clicks": 3.0, "age": 30.0},
-            ("user_stats", "u2"): {"clicks": 5.0},  # age missing: the view's default (-1)
-            ("item_stats", "i1"): {"price": 9.5, "rating": 4.0},
-        }
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[MemoryOnlineStore]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'features.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    online = MemoryOnlineStore(engine)
+    await online.load()
+    now = time.time()
+    await online.write(
+        VIEWS["user_stats"],
+        [
+            FeatureRow("u1", {"clicks": 3.0, "age": 30.0}, now),
+            FeatureRow("u2", {"clicks": 5.0}, now),  # age missing: the view's default (-1)
+            FeatureRow("u3", {"clicks": 7.0, "age": 40.0}, now - 3600),  # older than the TTL
+        ],
     )
-    join = FeatureJoin(config(), VIEWS, store)
-    arrays = {
-        "context": np.zeros((3, 2), dtype=np.float32),
-        "user_id": np.array([b"u1", b"u2", b"u9"], dtype=object),
-        "item_id": np.array([b"i1", b"i1", b"i1"], dtype=object),
+    await online.write(VIEWS["item_stats"], [FeatureRow("i1", {"price": 9.5, "rating": 4.0}, now)])
+    yield online
+    await online.close()
+    await engine.dispose()
+
+
+def arrays_for(users: list[bytes]) -> dict[str, np.ndarray]:
+    return {
+        "context": np.zeros((len(users), 2), dtype=np.float32),
+        "user_id": np.array(users, dtype=object),
+        "item_id": np.array([b"i1"] * len(users), dtype=object),
     }
-    inputs, missing = join.fetch_blocking(arrays)
-    assert store.round_trips == 1
+
+
+WANT = np.array(
+    [
+        [3.0, 9.5, 30.0, 4.0],
+        [5.0, 9.5, -1.0, 4.0],
+        [-1.0, 9.5, -1.0, 4.0],
+        [-1.0, 9.5, -1.0, 4.0],
+    ],
+    dtype=np.float32,
+)
+
+
+async def test_a_batch_gets_its_tensor_in_the_configured_order(store: MemoryOnlineStore) -> None:
+    join = FeatureJoin(config(), VIEWS, store)
+    users = [b"u1", b"u2", b"u9", b"u3"]
+    inputs, missing = await asyncio.to_thread(join.fetch_blocking, arrays_for(users))
     assert set(inputs) == {"context", "input"}
-    np.testing.assert_array_equal(
-        inputs["input"],
-        np.array(
-            [[3.0, 9.5, 30.0, 4.0], [5.0, 9.5, -1.0, 4.0], [-1.0, 9.5, -1.0, 4.0]],
-            dtype=np.float32,
-        ),
-    )
-    assert missing.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(inputs["input"], WANT)
+    # u2 lacks one value; u9 is unknown; u3's record is past its view's TTL.
+    assert missing.tolist() == [0, 1, 2, 2]
+    on_loop, missing_on_loop = await join.fetch(arrays_for(users))
+    np.testing.assert_array_equal(on_loop["input"], WANT)
+    assert missing_on_loop.tolist() == missing.tolist()

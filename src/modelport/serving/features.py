@@ -29,6 +29,7 @@ from modelport.serving.config import FeaturesConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
 from modelport.stores.online import FeatureView, OnlineStore, ViewRead
+from modelport.stores.online_values import Record
 
 log = structlog.get_logger("modelport.features")
 
@@ -180,37 +181,6 @@ class FeatureJoin:
             reads.append(ViewRead(view, tuple(features), tuple(_key(k) for k in keys.reshape(-1))))
         return reads
 
-    def assemble(
-        self, arrays: Mapping[str, np.ndarray], results: Sequence[Sequence[Mapping[str, Any]]]
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Model inputs (request inputs minus entity keys, plus the feature tensors) and, per
-        row, how many values were not present (their view's default was used)."""
-        rows = next(iter(arrays.values())).shape[0]
-        missing = np.zeros(rows, dtype=np.int32)
-        matrices: list[np.ndarray] = []
-        for features, defaults, per_row in zip(
-            self._view_features, self._view_defaults, results, strict=True
-        ):
-            matrix = np.empty((rows, len(features)), dtype=np.float32)
-            for r, found in enumerate(per_row):
-                values = []
-                for feature, default in zip(features, defaults, strict=True):
-                    value = found.get(feature)
-                    if value is not None and value.status == "present" and value.value is not None:
-                        values.append(value.value)
-                    else:
-                        values.append(default)
-                        missing[r] += 1
-                matrix[r] = values
-            matrices.append(matrix)
-        inputs = {k: v for k, v in arrays.items() if k not in self._entity_input_names}
-        for input_name, gathers in self._gathers.items():
-            tensor = np.empty((rows, self._widths[input_name]), dtype=np.float32)
-            for view_index, positions, columns in gathers:
-                tensor[:, positions] = matrices[view_index][:, columns]
-            inputs[input_name] = tensor
-        return inputs, missing
-
     def fetch_blocking(
         self, arrays: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -223,12 +193,27 @@ class FeatureJoin:
         if self._breaker.open():
             return self._degraded(arrays, reads, None)
         try:
-            results = self._store.read_blocking(reads)
+            records = self._store.read_records_blocking(reads)
         except FeatureStoreUnavailable as exc:
             self._breaker.failed()
             return self._degraded(arrays, reads, exc)
         self._breaker.succeeded()
-        return self.assemble(arrays, results)
+        return self.assemble_records(arrays, records)
+
+    async def fetch(
+        self, arrays: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """As :meth:`fetch_blocking`, on the event loop (for a request, not a batch)."""
+        reads = self.reads(arrays)
+        if self._breaker.open():
+            return self._degraded(arrays, reads, None)
+        try:
+            records = await self._store.read_records(reads)
+        except FeatureStoreUnavailable as exc:
+            self._breaker.failed()
+            return self._degraded(arrays, reads, exc)
+        self._breaker.succeeded()
+        return self.assemble_records(arrays, records)
 
     def _degraded(
         self,
@@ -244,22 +229,56 @@ class FeatureJoin:
             raise error or FeatureStoreUnavailable(
                 "the online feature store is unreachable; retry shortly"
             )
-        return self.assemble(arrays, [[{} for _ in read.keys] for read in reads])
+        return self.assemble_records(arrays, [[None] * len(read.keys) for read in reads])
 
-    async def fetch(
-        self, arrays: Mapping[str, np.ndarray]
+    def assemble_records(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        records: Sequence[Sequence[Record | None]],
+        now: float | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """As :meth:`fetch_blocking`, on the event loop (for a request, not a batch)."""
-        reads = self.reads(arrays)
-        if self._breaker.open():
-            return self._degraded(arrays, reads, None)
-        try:
-            results = await self._store.read(reads)
-        except FeatureStoreUnavailable as exc:
-            self._breaker.failed()
-            return self._degraded(arrays, reads, exc)
-        self._breaker.succeeded()
-        return self.assemble(arrays, results)
+        """Model inputs (request inputs minus entity keys, plus the feature tensors) and, per
+        row, how many values were not present, straight from stored records: one list per row,
+        no object per value (this runs for every batch). A value is present when its record is
+        within its view's TTL and carries it; anything else takes the view's default."""
+        at = time.time() if now is None else now
+        rows = next(iter(arrays.values())).shape[0]
+        missing = np.zeros(rows, dtype=np.int32)
+        matrices: list[np.ndarray] = []
+        for view, features, defaults, found in zip(
+            self._views, self._view_features, self._view_defaults, records, strict=True
+        ):
+            width = len(features)
+            matrix = np.empty((rows, width), dtype=np.float32)
+            ttl = view.ttl_s
+            for r, record in enumerate(found):
+                if record is None or at - record.event_ts > ttl:
+                    matrix[r] = defaults
+                    missing[r] += width
+                    continue
+                values = record.values
+                row = [values.get(feature) for feature in features]
+                if None in row:
+                    gaps = 0
+                    for k, value in enumerate(row):
+                        if value is None:
+                            row[k] = defaults[k]
+                            gaps += 1
+                    missing[r] += gaps
+                matrix[r] = row
+            matrices.append(matrix)
+        return self._model_inputs(arrays, rows, matrices), missing
+
+    def _model_inputs(
+        self, arrays: Mapping[str, np.ndarray], rows: int, matrices: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        inputs = {k: v for k, v in arrays.items() if k not in self._entity_input_names}
+        for input_name, gathers in self._gathers.items():
+            tensor = np.empty((rows, self._widths[input_name]), dtype=np.float32)
+            for view_index, positions, columns in gathers:
+                tensor[:, positions] = matrices[view_index][:, columns]
+            inputs[input_name] = tensor
+        return inputs
 
 
 ViewGetter = Callable[[str, str, int | None], Awaitable[FeatureView | None]]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from modelport.stores.online_values import Record
 
 FeatureType = Literal["float", "int", "bool", "string"]
 Status = Literal["present", "missing", "expired"]
@@ -87,6 +90,15 @@ class OnlineStore(Protocol):
 
     def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
         """The same, from a worker thread (the batch runtime joins features there)."""
+        ...
+
+    async def read_records(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
+        """The stored records behind :meth:`read` (one round trip), aligned with each read's
+        keys; for callers that turn them into arrays without a FeatureValue per value."""
+        ...
+
+    def read_records_blocking(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
+        """The same, from a worker thread."""
         ...
 
     async def close(self) -> None: ...

@@ -94,17 +94,27 @@ class MemoryOnlineStore:
         return self.read_blocking(reads, now)
 
     def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        at = time.time() if now is None else now
+        return assemble(reads, self.read_records_blocking(reads), at, self._grace_s)
+
+    def read_records_blocking(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
+        """The stored records, aligned with each read's keys (None: no record)."""
         if not self._loaded:
             raise RuntimeError("MemoryOnlineStore.load() must run before read_blocking()")
-        at = time.time() if now is None else now
         with self._lock:
-            found = [
+            return [
                 [table.get(key) for key in read.keys]
                 if (table := self._tables.get((read.view.tenant, read.view.name)))
                 else [None] * len(read.keys)
                 for read in reads
             ]
-        return assemble(reads, found, at, self._grace_s)
+
+    async def read_records(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
+        if not self._loaded:
+            async with self._write_lock:
+                if not self._loaded:
+                    await self.load()
+        return self.read_records_blocking(reads)
 
     async def close(self) -> None:
         with self._lock:

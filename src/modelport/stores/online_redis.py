@@ -146,6 +146,14 @@ class RedisOnlineStore:
         return WriteResult(written=written, stale=stale)
 
     async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        records = await self.read_records(reads)
+        return assemble(reads, records, time.time() if now is None else now, self._grace_s)
+
+    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+        records = self.read_records_blocking(reads)
+        return assemble(reads, records, time.time() if now is None else now, self._grace_s)
+
+    async def read_records(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
         keys = self._keys(reads)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
@@ -156,9 +164,9 @@ class RedisOnlineStore:
                         chunk = keys[start : start + READ_CHUNK]
                         await self._read_script(keys=chunk, client=pipe)
                     flat = [item for reply in await pipe.execute() for item in reply]
-        return self._assemble(reads, flat, now)
+        return self._records(reads, flat)
 
-    def read_blocking(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
+    def read_records_blocking(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
         keys = self._keys(reads)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
@@ -168,7 +176,7 @@ class RedisOnlineStore:
                     for start in range(0, len(keys), READ_CHUNK):
                         self._sync_read_script(keys=keys[start : start + READ_CHUNK], client=pipe)
                     flat = [item for reply in pipe.execute() for item in reply]
-        return self._assemble(reads, flat, now)
+        return self._records(reads, flat)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -198,9 +206,7 @@ class RedisOnlineStore:
             keys += [base + entity_key for entity_key in read.keys]
         return keys
 
-    def _assemble(
-        self, reads: Sequence[ViewRead], flat: list[Any], now: float | None
-    ) -> ReadResult:
+    def _records(self, reads: Sequence[ViewRead], flat: list[Any]) -> list[list[Record | None]]:
         loads = orjson.loads
         records: list[list[Record | None]] = []
         at = 0
@@ -211,7 +217,7 @@ class RedisOnlineStore:
                 [None if ts is None else Record(float(ts), loads(values)) for ts, values in pairs]
             )
             at = end
-        return assemble(reads, records, time.time() if now is None else now, self._grace_s)
+        return records
 
 
 @contextmanager
