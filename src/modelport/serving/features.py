@@ -177,8 +177,17 @@ class FeatureJoin:
     def reads(self, arrays: Mapping[str, np.ndarray]) -> list[ViewRead]:
         reads: list[ViewRead] = []
         for view, features in zip(self._views, self._view_features, strict=True):
-            keys = arrays[self._entity_inputs[view.entity]]
-            reads.append(ViewRead(view, tuple(features), tuple(_key(k) for k in keys.reshape(-1))))
+            keys = arrays[self._entity_inputs[view.entity]].reshape(-1)
+            reads.append(
+                ViewRead(
+                    view,
+                    tuple(features),
+                    tuple(
+                        k.decode("utf-8", errors="replace") if type(k) is bytes else _key(k)
+                        for k in keys
+                    ),
+                )
+            )
         return reads
 
     def fetch_blocking(
@@ -249,11 +258,11 @@ class FeatureJoin:
             self._views, self._view_features, self._view_defaults, records, strict=True
         ):
             width = len(features)
-            matrix = np.empty((rows, width), dtype=np.float32)
             ttl = view.ttl_s
+            table: list[list[Any]] = []
             for r, record in enumerate(found):
                 if record is None or at - record.event_ts > ttl:
-                    matrix[r] = defaults
+                    table.append(defaults)
                     missing[r] += width
                     continue
                 values = record.values
@@ -265,8 +274,9 @@ class FeatureJoin:
                             row[k] = defaults[k]
                             gaps += 1
                     missing[r] += gaps
-                matrix[r] = row
-            matrices.append(matrix)
+                table.append(row)
+            # One conversion per view and batch, not one per row.
+            matrices.append(np.array(table, dtype=np.float32).reshape(rows, width))
         return self._model_inputs(arrays, rows, matrices), missing
 
     def _model_inputs(
