@@ -14,6 +14,7 @@ says ``on_missing: reject``.
 
 from __future__ import annotations
 
+import operator
 import random
 import threading
 import time
@@ -155,6 +156,7 @@ class FeatureJoin:
             [_default(view, feature) for feature in features]
             for view, features in zip(self._views, self._view_features, strict=True)
         ]
+        self._getters = [_getter(features) for features in self._view_features]
         # Per input: (view, tensor positions, view columns), so a batch fills a tensor with
         # one numpy gather per view rather than value by value.
         self._widths = {name: len(columns) for name, columns in self._inputs.items()}
@@ -254,18 +256,32 @@ class FeatureJoin:
         rows = next(iter(arrays.values())).shape[0]
         missing = np.zeros(rows, dtype=np.int32)
         matrices: list[np.ndarray] = []
-        for view, features, defaults, found in zip(
-            self._views, self._view_features, self._view_defaults, records, strict=True
+        for view, features, defaults, getter, found in zip(
+            self._views,
+            self._view_features,
+            self._view_defaults,
+            self._getters,
+            records,
+            strict=True,
         ):
             width = len(features)
             ttl = view.ttl_s
-            table: list[list[Any]] = []
+            table: list[Any] = []
             for r, record in enumerate(found):
                 if record is None or at - record.event_ts > ttl:
                     table.append(defaults)
                     missing[r] += width
                     continue
                 values = record.values
+                try:
+                    # One C-level lookup of every feature; a record lacking one (or holding a
+                    # null) takes the slower path below.
+                    found_row = getter(values)
+                    if None not in found_row:
+                        table.append(found_row)
+                        continue
+                except KeyError:
+                    pass
                 row = [values.get(feature) for feature in features]
                 if None in row:
                     gaps = 0
@@ -404,6 +420,14 @@ class _Breaker:
             with self._lock:
                 self._backoff = 0.0
                 self._until = 0.0
+
+
+def _getter(features: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """``values -> [values[f] for f in features]`` in C (raises KeyError for a missing one)."""
+    get = operator.itemgetter(*features)
+    if len(features) == 1:
+        return lambda values: (get(values),)
+    return get
 
 
 def _default(view: FeatureView, feature: str) -> float:
