@@ -519,7 +519,10 @@ async def test_a_hung_redis_costs_one_timeout_per_back_off_not_one_per_request()
             assert len(durations) > 50
             assert 1 <= len(slow) <= 3, slow
             assert max(durations) < 0.3
-            assert metrics.cache_errors.labels("redis").value == len(slow)
+            # Every slow request was a counted error; a write-behind that timed out in the
+            # background is counted too, without having slowed anyone.
+            errors = metrics.cache_errors.labels("redis").value
+            assert len(slow) <= errors <= 3, (errors, slow)
     finally:
         await cache.close()
 
