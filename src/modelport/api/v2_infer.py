@@ -1,7 +1,9 @@
 """``POST /v2/models/{m}[/versions/{v}]/infer`` as a bare ASGI handler.
 
 This is the hot path, so it skips the framework's routing, dependency injection and response
-classes: it reads the body, calls ``InferenceService.infer`` and writes bytes. Everything else
+classes: it reads the body, calls ``InferenceService.infer`` and writes bytes. Two request
+headers steer routing: ``X-Model-Alias`` pins an alias (like ``{model}@{alias}`` in the path)
+and ``X-Routing-Key`` gives the sticky routing key. Everything else
 (metadata, health, repository, metrics) goes through FastAPI. The route is also declared in the
 FastAPI app so it appears in the OpenAPI schema.
 """
@@ -26,7 +28,6 @@ _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _EXPOSED = b"X-Request-ID, X-Model-Version, X-Cache, Inference-Header-Content-Length"
-#: Request headers: pin an alias (like ``{model}@{alias}``) and give the sticky routing key.
 
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
