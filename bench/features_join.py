@@ -39,7 +39,7 @@ PER_VIEW = 32
 WRITE_KEY: dict[str, str] = {}
 
 
-def register(workdir: Path, redis_url: str) -> None:
+def register(workdir: Path, redis_url: str, args_instances: int) -> None:
     from modelport.container import build_services
     from modelport.demo.models import build_ranker, ranker_config
     from modelport.serving.config import FeatureInput, FeaturesConfig
@@ -68,10 +68,15 @@ def register(workdir: Path, redis_url: str) -> None:
                     ttl_s=86_400,
                     actor="bench",
                 )
+            # Both versions get two compute instances: while one batch waits for its features
+            # (a network round trip) another can run. Same config for both, so the comparison
+            # stays like for like.
+            config = ranker_config()
+            config.runtime.instances = args_instances
             await services.registry.push(
-                base.BENCH_TENANT, "ranker", path, ranker_config(), created_by="bench"
+                base.BENCH_TENANT, "ranker", path, config, created_by="bench"
             )
-            joined = ranker_config().model_copy(
+            joined = config.model_copy(
                 update={
                     "features": FeaturesConfig(
                         entities={"user": "user_id", "item": "item_id"},
@@ -163,7 +168,7 @@ def bodies(entities: int, count: int) -> tuple[list[bytes], list[bytes]]:
 def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dict[str, Any]:
     machine = base.machine_info()
     started = dt.datetime.now(dt.UTC)
-    register(workdir, args.redis_url)
+    register(workdir, args.redis_url, args.instances)
     port = base.free_port()
     env = base.modelport_env(workdir, port)
     env["MODELPORT_REDIS_URL"] = args.redis_url
@@ -228,6 +233,7 @@ def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dic
             "runs": args.runs,
             "entities": args.entities,
             "features_per_row": 2 * PER_VIEW,
+            "instances": args.instances,
         },
         "summary": summary,
         "raw": runs,
@@ -248,7 +254,8 @@ def render(result: dict[str, Any]) -> str:
         f"`direct`: the ranker fed its 64 values by the caller. `joined`: the same model fed "
         f"{result['settings']['features_per_row']} features from two Redis-backed views "
         f"(`user_stats`, `item_stats`; {result['settings']['entities']} users and items), "
-        "read once per dynamic batch.",
+        f"read once per dynamic batch. Both versions: demo ranker config with "
+        f"`runtime.instances = {result['settings']['instances']}`.",
         "",
         "| | req/s | p50 ms | p99 ms | mean batch | non-2xx |",
         "|---|---|---|---|---|---|",
@@ -273,6 +280,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--entities", type=int, default=10_000)
+    p.add_argument(
+        "--instances", type=int, default=2, help="runtime instances of both versions (2)"
+    )
     p.add_argument("--bodies", type=int, default=2_000)
     p.add_argument("--quiet-wait", type=float, default=30)
     p.add_argument(
