@@ -26,8 +26,8 @@ test: setup ## Run the whole test suite (unit, then integration against real ser
 	$(BIN)/pytest
 
 lint: setup ## ruff and mypy --strict
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get install -y wrk)
