@@ -16,11 +16,10 @@ skipped (stale); otherwise ``ts`` and ``v`` are replaced and the key expires at
 for the grace period before it reads as ``missing``.
 
 Reads are one round trip too: one read-only Lua script doing ``HMGET key ts v`` for every key of
-every view read, returning them as one JSON document that the client parses with one call
-(several script calls in one pipeline past ``READ_CHUNK`` keys). A pipeline of one ``HMGET`` per
-key gives the same answer, but redis-py spends several microseconds of Python on each pipelined
-command: for 200 keys, 2.4 ms (asyncio) and 1.3 ms (blocking) against 0.5 and 0.4 ms for the
-script. Scripts touch many keys, so Redis Cluster is not supported (the
+every view read (several script calls in one pipeline past ``READ_CHUNK`` keys). A pipeline of
+one ``HMGET`` per key gives the same answer, but redis-py spends several microseconds of Python
+on each pipelined command: for 200 keys, 2.4 ms (asyncio) and 1.3 ms (blocking) against 0.5
+and 0.4 ms for the script. Scripts touch many keys, so Redis Cluster is not supported (the
 writes need one node anyway); a primary with replicas is.
 
 Every call is bounded: connect and read timeouts (0.5 s by default) and one immediate retry of a
@@ -76,20 +75,15 @@ return {written, stale}
 """
 
 
-# KEYS: the keys to read. Returns one JSON array with, per key, ``[ts, values]`` or null: the
-# stored ``ts`` is a float's repr and ``v`` a JSON object, so the document is valid JSON and the
-# client parses a whole read with one call instead of one per key.
+# KEYS: the keys to read. Returns ts and v of each (nil where absent), flattened.
 _READ = """
 local out = {}
 for i = 1, #KEYS do
   local found = redis.call('HMGET', KEYS[i], 'ts', 'v')
-  if found[1] and found[2] then
-    out[i] = '[' .. found[1] .. ',' .. found[2] .. ']'
-  else
-    out[i] = 'null'
-  end
+  out[2 * i - 1] = found[1]
+  out[2 * i] = found[2]
 end
-return '[' .. table.concat(out, ',') .. ']'
+return out
 """
 
 #: Keys per read script call; a larger read sends several calls in one pipeline, so that no
@@ -163,25 +157,25 @@ class RedisOnlineStore:
         keys = self._keys(reads)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
-                flat = orjson.loads(await self._read_script(keys=keys)) if keys else []
+                flat = await self._read_script(keys=keys) if keys else []
             else:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for start in range(0, len(keys), READ_CHUNK):
                         chunk = keys[start : start + READ_CHUNK]
                         await self._read_script(keys=chunk, client=pipe)
-                    flat = [item for reply in await pipe.execute() for item in orjson.loads(reply)]
+                    flat = [item for reply in await pipe.execute() for item in reply]
         return self._records(reads, flat)
 
     def read_records_blocking(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
         keys = self._keys(reads)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
-                flat = orjson.loads(self._sync_read_script(keys=keys)) if keys else []
+                flat = self._sync_read_script(keys=keys) if keys else []
             else:
                 with self._sync.pipeline(transaction=False) as pipe:
                     for start in range(0, len(keys), READ_CHUNK):
                         self._sync_read_script(keys=keys[start : start + READ_CHUNK], client=pipe)
-                    flat = [item for reply in pipe.execute() for item in orjson.loads(reply)]
+                    flat = [item for reply in pipe.execute() for item in reply]
         return self._records(reads, flat)
 
     async def close(self) -> None:
@@ -213,16 +207,14 @@ class RedisOnlineStore:
         return keys
 
     def _records(self, reads: Sequence[ViewRead], flat: list[Any]) -> list[list[Record | None]]:
-        """Split the parsed read (``[ts, values]`` or None per key) back into the reads."""
+        loads = orjson.loads
         records: list[list[Record | None]] = []
         at = 0
         for read in reads:
-            end = at + len(read.keys)
+            end = at + 2 * len(read.keys)
+            pairs = zip(flat[at:end:2], flat[at + 1 : end : 2], strict=True)
             records.append(
-                [
-                    None if found is None else Record(float(found[0]), found[1])
-                    for found in flat[at:end]
-                ]
+                [None if ts is None else Record(float(ts), loads(values)) for ts, values in pairs]
             )
             at = end
         return records
