@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import operator
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from modelport.errors import FeatureStoreUnavailable, InvalidInput
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
+from modelport.stores.breaker import Breaker, Call
 from modelport.stores.online import FeatureView, OnlineStore, ViewRead
 from modelport.stores.online_values import Record
 
@@ -131,7 +131,7 @@ class FeatureJoin:
         self.config = config
         self._store = store
         self._on_error = on_error
-        self._breaker = _Breaker()
+        self._breaker = Breaker()
         self._views: list[FeatureView] = []
         self._view_features: list[list[str]] = []
         index: dict[str, int] = {}
@@ -197,18 +197,20 @@ class FeatureJoin:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The batch's model inputs, read in one round trip. While the store is unreachable,
         every value counts as missing (``on_missing: default`` serves the views' defaults;
-        ``reject`` fails the batch with 503); after a failure the store is left alone for a
-        back-off (1 s, doubling up to 10 s) so that an outage costs no latency, and is tried
-        again after it."""
+        ``reject`` fails the batch with 503); after a failure a :class:`Breaker` leaves the
+        store alone for a back-off (1 s, doubling up to 10 s) so that an outage costs no
+        latency, then lets one batch probe it."""
         reads = self.reads(arrays)
-        if self._breaker.open():
+        call = self._breaker.enter()
+        if call is Call.SKIP:
             return self._degraded(arrays, reads, None)
         try:
             records = self._store.read_records_blocking(reads)
         except FeatureStoreUnavailable as exc:
             self._breaker.failed()
+            self._breaker.leave(call, ok=False)
             return self._degraded(arrays, reads, exc)
-        self._breaker.succeeded()
+        self._breaker.leave(call, ok=True)
         return self.assemble_records(arrays, records)
 
     async def fetch(
@@ -216,14 +218,16 @@ class FeatureJoin:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """As :meth:`fetch_blocking`, on the event loop (for a request, not a batch)."""
         reads = self.reads(arrays)
-        if self._breaker.open():
+        call = self._breaker.enter()
+        if call is Call.SKIP:
             return self._degraded(arrays, reads, None)
         try:
             records = await self._store.read_records(reads)
         except FeatureStoreUnavailable as exc:
             self._breaker.failed()
+            self._breaker.leave(call, ok=False)
             return self._degraded(arrays, reads, exc)
-        self._breaker.succeeded()
+        self._breaker.leave(call, ok=True)
         return self.assemble_records(arrays, records)
 
     def _degraded(
@@ -397,29 +401,6 @@ class FeatureJoinRuntime:
 
     def close(self) -> None:
         self._inner.close()
-
-
-class _Breaker:
-    """Skips a store that just failed for a growing back-off (1 s .. 10 s)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._backoff = 0.0
-        self._until = 0.0
-
-    def open(self) -> bool:
-        return time.monotonic() < self._until
-
-    def failed(self) -> None:
-        with self._lock:
-            self._backoff = min(10.0, max(1.0, self._backoff * 2))
-            self._until = time.monotonic() + self._backoff
-
-    def succeeded(self) -> None:
-        if self._backoff:
-            with self._lock:
-                self._backoff = 0.0
-                self._until = 0.0
 
 
 def _getter(features: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:

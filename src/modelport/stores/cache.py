@@ -31,6 +31,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from modelport.stores.breaker import Breaker, Call
+
 log = structlog.get_logger("modelport.cache")
 
 Outputs = dict[str, np.ndarray]
@@ -287,9 +289,6 @@ def _decode_array(blob: bytes, pos: int, size: int, code: int, shape: tuple[int,
 # --------------------------------------------------------------------------- redis
 
 
-_SKIP, _CALL, _PROBE = 0, 1, 2
-
-
 class RedisCacheTier:
     """Entries at ``{namespace}:{tenant}:{hex digest}`` with a PX expiry.
 
@@ -309,14 +308,10 @@ class RedisCacheTier:
     ) -> None:
         self._client = client
         self._prefix = namespace + ":"
-        self._min = backoff_min_s
-        self._max = backoff_max_s
         self.on_error = on_error
         """Called once per failed command or unreadable entry."""
         self.errors = 0
-        self._backoff = backoff_min_s
-        self._open_until = 0.0
-        self._probing = False
+        self._breaker = Breaker(backoff_min_s, backoff_max_s)
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.05, **kwargs: Any) -> RedisCacheTier:
@@ -331,14 +326,14 @@ class RedisCacheTier:
     @property
     def available(self) -> bool:
         """False while the breaker skips Redis."""
-        return not self._open_until or (not self._probing and time.monotonic() >= self._open_until)
+        return self._breaker.available
 
     def _key(self, tenant: str, key: bytes) -> str:
         return f"{self._prefix}{tenant}:{key.hex()}"
 
     async def get(self, tenant: str, key: bytes) -> Cached | None:
-        call = self._enter()
-        if call == _SKIP:
+        call = self._breaker.enter()
+        if call is Call.SKIP:
             return None
         ok = False
         try:
@@ -364,8 +359,8 @@ class RedisCacheTier:
     async def put(
         self, tenant: str, key: bytes, outputs: Mapping[str, np.ndarray], ttl_s: float
     ) -> None:
-        call = self._enter()
-        if call == _SKIP:
+        call = self._breaker.enter()
+        if call is Call.SKIP:
             return
         ok = False
         try:
@@ -382,33 +377,15 @@ class RedisCacheTier:
     async def close(self) -> None:
         await self._client.aclose()
 
-    # The breaker. Only the event loop thread touches it.
-
-    def _enter(self) -> int:
-        if not self._open_until:
-            return _CALL
-        if self._probing or time.monotonic() < self._open_until:
-            return _SKIP
-        self._probing = True
-        return _PROBE
-
-    def _leave(self, call: int, ok: bool) -> None:
-        if call == _PROBE:
-            self._probing = False
-        if ok and self._open_until:
+    def _leave(self, call: Call, ok: bool) -> None:
+        if self._breaker.leave(call, ok):
             log.info("cache_redis_recovered")
-            self._open_until = 0.0
-            self._backoff = self._min
 
     def _failed(self, exc: BaseException) -> None:
         self._count_error()
-        now = time.monotonic()
-        if self._open_until > now:
-            return  # a command that was in flight when Redis went away: already open
-        if not self._open_until:
-            log.warning("cache_redis_unavailable", error=repr(exc), retry_in_s=self._backoff)
-        self._open_until = now + self._backoff
-        self._backoff = min(self._backoff * 2, self._max)
+        backoff = self._breaker.failed()
+        if backoff is not None:
+            log.warning("cache_redis_unavailable", error=repr(exc), retry_in_s=backoff)
 
     def _count_error(self) -> None:
         self.errors += 1
