@@ -7,13 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -32,6 +28,7 @@ from modelport.stores.cache import (
     decode_outputs,
     encode_outputs,
 )
+from redis_process import free_port, redis_server
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MIB = 1024 * 1024
@@ -390,44 +387,6 @@ async def test_an_unreadable_redis_entry_is_a_counted_miss(namespace: str) -> No
 # --------------------------------------------------------------------------- Redis outages
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A throwaway ``redis-server`` on ``port``, persisting nothing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {port} did not start")
-            time.sleep(0.05)
-        yield process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # in case a test froze it
-            process.terminate()
-        process.wait(timeout=10)
-
-
 async def timed(cache: ResponseCache, model: Model, seed: int) -> tuple[float, str]:
     started = time.perf_counter()
     _, status = await ask(cache, model, seed)
@@ -436,7 +395,7 @@ async def timed(cache: ResponseCache, model: Model, seed: int) -> tuple[float, s
 
 @pytest.mark.integration
 async def test_redis_going_away_degrades_to_computing_and_recovers_by_itself() -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     metrics = Metrics()
     redis = RedisCacheTier.from_url(url, timeout_s=0.05)
@@ -492,7 +451,7 @@ async def test_redis_going_away_degrades_to_computing_and_recovers_by_itself() -
 
 @pytest.mark.integration
 async def test_a_hung_redis_costs_one_timeout_per_back_off_not_one_per_request() -> None:
-    port = _free_port()
+    port = free_port()
     metrics = Metrics()
     redis = RedisCacheTier.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.05)
     cache = ResponseCache(MemoryCacheTier(MIB), redis, metrics)

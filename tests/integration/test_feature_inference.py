@@ -10,10 +10,9 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,13 @@ import redis
 
 from modelport.demo.models import build_ranker, ranker_config
 from modelport.serving.config import CacheConfig, FeatureInput, FeaturesConfig
+from redis_process import free_port, redis_server
 
-from .conftest import Push, Server, free_port, push_models, running_server
+from .conftest import Push, Server, push_models, running_server
 
 pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REDIS_SERVER = shutil.which("redis-server")
 PER_VIEW = 32
 REFS = [f"user_stats:u{i}" for i in range(PER_VIEW)] + [f"item_stats:i{i}" for i in range(PER_VIEW)]
 
@@ -258,49 +257,6 @@ def test_a_missing_view_refuses_the_push(server: Server, tmp_path: Path) -> None
 # --------------------------------------------------------------------------- Redis outage
 
 
-class OwnRedis:
-    """A redis-server this test starts, stops and restarts on a port of its own."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER or "redis-server",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
 def _error_count(http: httpx.Client, admin_key: str) -> float:
     text = http.get("/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text
     total = 0.0
@@ -311,15 +267,12 @@ def _error_count(http: httpx.Client, admin_key: str) -> float:
 
 
 def test_a_redis_outage_degrades_to_defaults_and_heals(tmp_path: Path) -> None:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    own = OwnRedis(tmp_path)
-    own.start()
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
     db = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
-    try:
-        with running_server(
-            tmp_path, db, redis_url=own.url, feature_store_timeout_s="0.2"
-        ) as server:
+    with ExitStack() as first_redis:
+        first_redis.enter_context(redis_server(port))
+        with running_server(tmp_path, db, redis_url=url, feature_store_timeout_s="0.2") as server:
             server.models["ranker"] = build_ranker(tmp_path / "ranker.onnx")
             _prepare(server)
             with server.client() as http:
@@ -331,7 +284,7 @@ def test_a_redis_outage_degrades_to_defaults_and_heals(tmp_path: Path) -> None:
 
                 np.testing.assert_allclose(used(), USERS["alice"] + ITEMS["lamp"], rtol=1e-6)
 
-                own.stop()
+                first_redis.close()  # Redis goes away
                 started = time.monotonic()
                 for _ in range(20):
                     np.testing.assert_allclose(used(), [0.25] * (2 * PER_VIEW), rtol=1e-6)
@@ -342,17 +295,15 @@ def test_a_redis_outage_degrades_to_defaults_and_heals(tmp_path: Path) -> None:
                 assert strict.headers.get("retry-after")
                 assert _error_count(http, server.admin_key) >= 1
 
-                own.start()  # empty: this Redis keeps nothing on disk
-                _push_values(http)
-                deadline = time.monotonic() + 15
-                while time.monotonic() < deadline:
-                    if np.allclose(used(), USERS["alice"] + ITEMS["lamp"], rtol=1e-6):
-                        break
-                    time.sleep(0.2)
-                else:
-                    pytest.fail("feature values did not come back after Redis returned")
-    finally:
-        own.stop()
+                with redis_server(port):  # back, and empty: it keeps nothing on disk
+                    _push_values(http)
+                    deadline = time.monotonic() + 15
+                    while time.monotonic() < deadline:
+                        if np.allclose(used(), USERS["alice"] + ITEMS["lamp"], rtol=1e-6):
+                            break
+                        time.sleep(0.2)
+                    else:
+                        pytest.fail("feature values did not come back after Redis returned")
 
 
 def _push_values(http: httpx.Client) -> None:
