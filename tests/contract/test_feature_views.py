@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from modelport.errors import FeatureViewNotFound, InvalidInput
 from modelport.stores.features import FeatureViewStore
 from modelport.stores.online import FeatureSpec
-from modelport.stores.sql import create_engine, migrate
-
-POSTGRES_URL = os.environ.get(
-    "MODELPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+from modelport.stores.sql import create_engine
 
 FEATURES = (
     FeatureSpec("clicks", "int", 0),
@@ -29,47 +23,6 @@ FEATURES = (
     FeatureSpec("active", "bool", None),
     FeatureSpec("segment", "string", "none"),
 )
-
-
-async def _postgres_execute(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration]),
-    ],
-)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('views') / 'registry.db'}"
-        asyncio.run(migrate(url))
-        yield url
-        return
-    try:
-        asyncio.run(_postgres_execute(POSTGRES_URL, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
-    name = f"modelport_views_{secrets.token_hex(6)}"
-    asyncio.run(_postgres_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-        asyncio.run(migrate(url))
-        yield url
-    finally:
-        asyncio.run(
-            _postgres_execute(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.engine import make_url
 
 from modelport.errors import FeatureStoreUnavailable
 from modelport.stores.online import (
@@ -31,12 +30,11 @@ from modelport.stores.online import (
 )
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
-from modelport.stores.sql import create_engine, migrate
+from modelport.stores.sql import create_engine
+
+from .conftest import postgres_database, sqlite_database
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get(
-    "MODELPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 GRACE_S = 60.0
 
 SPECS = (
@@ -50,39 +48,15 @@ SPECS = (
 # --------------------------------------------------------------------------- backends
 
 
-async def _postgres_execute(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('online') / 'registry.db'}"
-    asyncio.run(migrate(url))
-    return url
+    return sqlite_database(tmp_path_factory, "online")
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    try:
-        asyncio.run(_postgres_execute(POSTGRES_URL, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
-    name = f"modelport_online_{secrets.token_hex(6)}"
-    asyncio.run(_postgres_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-        asyncio.run(migrate(url))
+    with postgres_database("online") as url:
         yield url
-    finally:
-        asyncio.run(
-            _postgres_execute(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
 
 
 @dataclass

@@ -4,14 +4,12 @@ policies, rollouts, the audit log, leases, per-replica statistics and the releas
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound, VersionNotFound
@@ -19,12 +17,8 @@ from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
 from modelport.routing.window import Window
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import Change, ReleaseStore, RolloutRecord
-from modelport.stores.sql import create_engine, migrate
+from modelport.stores.sql import create_engine
 from modelport.stores.tenancy import TenancyStore
-
-POSTGRES_URL = os.environ.get(
-    "MODELPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 MODEL = "ranker"
 PLAN = {"steps": [10, 50, 100], "hold_s": 60, "min_requests": 100}
@@ -35,48 +29,6 @@ def change(action: str = "alias_moved", reason: str = "because") -> Change:
 
 
 # --------------------------------------------------------------------------- backends
-
-
-async def _postgres_execute(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration]),
-    ],
-)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh, migrated database for this module on each backend; dropped afterwards."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('releases') / 'registry.db'}"
-        asyncio.run(migrate(url))
-        yield url
-        return
-    try:
-        asyncio.run(_postgres_execute(POSTGRES_URL, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
-    name = f"modelport_releases_{secrets.token_hex(6)}"
-    asyncio.run(_postgres_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-        asyncio.run(migrate(url))
-        yield url
-    finally:
-        asyncio.run(
-            _postgres_execute(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
 
 
 @dataclass
