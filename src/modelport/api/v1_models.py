@@ -14,7 +14,6 @@ from modelport.api.deps import PrincipalDep, ReadTenant, services
 from modelport.container import Services
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
-from modelport.serving.pool import VersionState
 from modelport.stores.registry import VersionRecord
 from modelport.stores.releases import AuditRecord, RolloutRecord
 
@@ -412,17 +411,15 @@ def _version_summary(
     svc: Services, tenant: str, model: str, record: VersionRecord, aliases: dict[str, str]
 ) -> VersionSummary:
     version = record.version
-    entry = svc.pool.get(tenant, model, version)
+    state, error = svc.releases.version_state(tenant, model, version)
     return VersionSummary(
         version=version,
         sha256=record.sha256,
         created_at=record.created_at,
         created_by=record.created_by,
         aliases=sorted(a for a, v in aliases.items() if v == version),
-        state="UNAVAILABLE" if entry is None else entry.state.value,
-        error=svc.pool.load_error(tenant, model, version)
-        if entry is None or entry.state is VersionState.FAILED
-        else None,
+        state=state,
+        error=error,
     )
 
 

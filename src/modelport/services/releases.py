@@ -96,6 +96,15 @@ class ReleaseService:
             "error": status.error,
         }
 
+    def version_state(self, tenant: str, model: str, version: str) -> tuple[str, str | None]:
+        """A version's state in this replica (READY, LOADING, FAILED, UNLOADING, or
+        UNAVAILABLE when not loaded) and why its last load failed, if it did."""
+        entry = self._pool.get(tenant, model, version)
+        if entry is not None and entry.state is not VersionState.FAILED:
+            return entry.state.value, None
+        state = "UNAVAILABLE" if entry is None else entry.state.value
+        return state, self._pool.load_error(tenant, model, version)
+
     # ------------------------------------------------------------------ aliases
 
     async def set_alias(
