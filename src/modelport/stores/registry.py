@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -137,19 +137,14 @@ class RegistryStore:
             try:
                 async with self._engine.begin() as conn:
                     model_id = await _model_id(conn, tenant, model)
-                    latest = (
-                        await conn.execute(
-                            select(func.max(model_versions.c.version)).where(
-                                model_versions.c.model_id == model_id
-                            )
-                        )
-                    ).scalar()
+                    # The highest number ever given, not the highest that exists: a deleted
+                    # version's number is never handed out again.
                     given = (
                         await conn.execute(
                             select(models.c.last_version).where(models.c.id == model_id)
                         )
                     ).scalar()
-                    number = max(latest or 0, given or 0) + 1
+                    number = (given or 0) + 1
                     await conn.execute(
                         insert(model_versions).values(
                             model_id=model_id,
