@@ -34,10 +34,8 @@ import datetime as dt
 import gc
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -649,25 +647,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed; install it with: apt-get install -y wrk", file=sys.stderr)
-        return 2
-    procs = base.Processes()
-    with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp, base.sigterm_as_exit():
-        try:
-            result = bench(args, procs, Path(tmp))
-        finally:
-            procs.stop_all()
-    report_text = render(result)
-    print()
-    print(report_text)
-    if not args.no_write:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "cache.md").write_text(report_text)
-        (args.out_dir / "cache.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out_dir / 'cache.md'} and {args.out_dir / 'cache.json'}")
-    return 0
+    return base.run_scenario(parse_args(argv), bench, render, "cache")
 
 
 if __name__ == "__main__":

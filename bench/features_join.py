@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -295,20 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    procs = base.Processes()
-    with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp, base.sigterm_as_exit():
-        try:
-            result = bench(args, procs, Path(tmp))
-        finally:
-            procs.stop_all()
-    report = render(result)
-    print(report)
-    if not args.no_write:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "features_join.md").write_text(report)
-        (args.out_dir / "features_join.json").write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return base.run_scenario(parse_args(argv), bench, render, "features_join")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -976,6 +976,35 @@ def command_line() -> str:
             *sys.argv[1:],
         ]
     )
+
+
+def run_scenario(
+    args: argparse.Namespace,
+    bench_fn: Callable[[argparse.Namespace, Processes, Path], dict[str, Any]],
+    render_fn: Callable[[dict[str, Any]], str],
+    stem: str,
+) -> int:
+    """Run a wrk scenario of another bench script in a temp folder (its servers stopped
+    afterwards), print its report and write ``<stem>.md`` / ``<stem>.json`` to
+    ``args.out_dir`` unless ``args.no_write``."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; install it with: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp, sigterm_as_exit():
+        try:
+            result = bench_fn(args, procs, Path(tmp))
+        finally:
+            procs.stop_all()
+    report = render_fn(result)
+    print()
+    print(report)
+    if not args.no_write:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / f"{stem}.md").write_text(report)
+        (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out_dir / f'{stem}.md'} and {args.out_dir / f'{stem}.json'}")
+    return 0
 
 
 @contextlib.contextmanager

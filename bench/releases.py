@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -292,20 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    procs = base.Processes()
-    with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp, base.sigterm_as_exit():
-        try:
-            result = bench(args, procs, Path(tmp))
-        finally:
-            procs.stop_all()
-    report = render(result)
-    print(report)
-    if not args.no_write:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "releases.md").write_text(report)
-        (args.out_dir / "releases.json").write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return base.run_scenario(parse_args(argv), bench, render, "releases")
 
 
 if __name__ == "__main__":
