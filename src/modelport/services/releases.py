@@ -122,7 +122,7 @@ class ReleaseService:
             model,
             alias,
             version,
-            Change("alias_moved", actor, reason or "", details=detail(alias)),
+            Change("alias_moved", actor, reason or "", details={"alias": alias}),
         )
         log.info(
             "alias_moved", tenant=tenant, model=model, alias=alias, previous=previous, to=version
@@ -138,7 +138,7 @@ class ReleaseService:
             tenant,
             model,
             alias,
-            Change("alias_deleted", actor, reason or "", details=detail(alias)),
+            Change("alias_deleted", actor, reason or "", details={"alias": alias}),
         )
         await self._settle(tenant, model)
         return previous
@@ -411,7 +411,3 @@ class ReleaseService:
             return
         generation = await self._store.generation()
         await self._sync.wait_installed(tenant, model, generation, self._settle_timeout_s)
-
-
-def detail(alias: str) -> dict[str, Any]:
-    return {"alias": alias}
