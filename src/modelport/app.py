@@ -8,7 +8,6 @@ sends a sane one), bound into the log context and returned as a response header.
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport import __version__
 from modelport.api.errors import error_body, error_headers, status_for
+from modelport.api.request_id import new_request_id, sane_request_id
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
 from modelport.container import Services, build_services
 from modelport.errors import ModelportError
@@ -44,16 +44,17 @@ class ModelportApp:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
+        if scope["method"] == "POST" and self._infer is not None:
+            target = match_infer_path(scope["path"])
+            if target is not None:
+                # The hot path reads the headers once itself (request id, size, auth, ...) and
+                # logs its request id explicitly instead of binding contextvars.
+                await self._infer(scope, receive, send, target[0], target[1])
+                return
         request_id = _request_id(scope)
         if _header_bytes(scope) > self._max_headers:
             await _send_error(send, request_id, 431, "request headers are too large")
             return
-        if scope["method"] == "POST" and self._infer is not None:
-            target = match_infer_path(scope["path"])
-            if target is not None:
-                # The hot path logs its request id explicitly instead of binding contextvars.
-                await self._infer(scope, receive, send, target[0], target[1], request_id)
-                return
         structlog.contextvars.bind_contextvars(request_id=request_id.decode())
         try:
             if _content_length(scope) > self._max:
@@ -92,6 +93,7 @@ class ModelportApp:
             services.quotas,
             self.settings.max_request_bytes,
             self.settings.access_log,
+            max_header_bytes=self.settings.max_header_bytes,
             cors_origins=frozenset(self.settings.cors_origins),
         )
         try:
@@ -161,10 +163,8 @@ def _fastapi(app: ModelportApp) -> FastAPI:
 def _request_id(scope: Scope) -> bytes:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and value.replace(b"-", b"").isalnum():
-                return bytes(value)
-            break
-    return os.urandom(8).hex().encode()
+            return sane_request_id(value) or new_request_id()
+    return new_request_id()
 
 
 #: Sent with every response of the API and its documentation pages.

@@ -42,6 +42,10 @@ class PayloadTooLarge(InvalidInput):
     pass
 
 
+class HeadersTooLarge(InvalidInput):
+    pass
+
+
 class Unauthenticated(ModelportError):
     pass
 

@@ -11,6 +11,7 @@ from modelport.errors import (
     Conflict,
     DeadlineExceeded,
     Forbidden,
+    HeadersTooLarge,
     InferenceFailed,
     InvalidInput,
     ModelportError,
@@ -23,6 +24,7 @@ from modelport.errors import (
 
 _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (PayloadTooLarge, 413),
+    (HeadersTooLarge, 431),
     (InvalidInput, 400),
     (Unauthenticated, 401),
     (Forbidden, 403),

@@ -13,12 +13,13 @@ from __future__ import annotations
 import zlib
 
 import structlog
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api.errors import error_body, error_headers, status_for
-from modelport.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.api.request_id import new_request_id, sane_request_id
+from modelport.errors import HeadersTooLarge, InvalidInput, ModelportError, PayloadTooLarge
 from modelport.services.inference import InferenceService
-from modelport.services.quotas import QuotaGate, Quotas
+from modelport.services.quotas import QuotaGate
 from modelport.services.tenancy import Authenticator
 from modelport.serving.codec import decode_request, encode_response
 
@@ -51,8 +52,10 @@ class InferEndpoint:
         max_request_bytes: int,
         access_log: bool,
         *,
+        max_header_bytes: int = 16384,
         cors_origins: frozenset[str] = frozenset(),
     ) -> None:
+        self._max_headers = max_header_bytes
         self._inference = inference
         self._auth = authenticator
         self._quotas = quotas
@@ -67,7 +70,6 @@ class InferEndpoint:
         send: Send,
         model: str,
         version: str | None,
-        request_id: bytes,
     ) -> None:
         header_length: int | None = None
         content_length: int | None = None
@@ -76,11 +78,19 @@ class InferEndpoint:
         origin = b""
         alias: str | None = None
         routing_key: str | None = None
+        request_id: bytes | None = None
+        header_bytes = 0
+        # One pass over the headers: everything the request path reads from them.
         for key, value in scope["headers"]:
+            header_bytes += len(key) + len(value)
             if key == b"authorization":
                 authorization = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = int(value) if value.isdigit() else None
+            elif key == b"content-type" or key == b"host":
+                pass
+            elif key == b"x-request-id":
+                request_id = sane_request_id(value)
             elif key == b"inference-header-content-length":
                 header_length = int(value) if value.isdigit() else -1
             elif key == b"content-encoding":
@@ -91,43 +101,60 @@ class InferEndpoint:
                 alias = value.decode("latin-1")
             elif key == b"x-routing-key":
                 routing_key = value.decode("latin-1")
+        if request_id is None:
+            request_id = new_request_id()
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         try:
-            caller = await self._auth.authenticate(authorization)
+            if header_bytes > self._max_headers:
+                raise HeadersTooLarge("request headers are too large")
+            caller = self._auth.cached(authorization)
+            if caller is None:
+                caller = await self._auth.authenticate(authorization)
             tenant = caller.tenant_for("infer")
             quotas = caller.quotas
-            await self._quotas.check_rate(tenant, quotas)
+            if quotas.rate_limit_rps > 0:
+                await self._quotas.check_rate(tenant, quotas)
             if content_length is not None:
                 if content_length > self._max:
                     raise _too_large(content_length, self._max)
                 self._quotas.check_body(tenant, quotas, content_length)
             self._quotas.enter(tenant, quotas)
             try:
-                result = await self._serve(
-                    receive,
-                    model,
-                    version,
-                    tenant,
-                    quotas,
-                    header_length,
-                    encoding,
-                    alias,
-                    routing_key,
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body", False):
+                    body = message.get("body", b"")
+                    if len(body) > self._max:
+                        raise _too_large(len(body), self._max)
+                else:
+                    more = await _read_body(message, receive, self._max)
+                    if more is None:
+                        return  # the client went away
+                    body = more
+                if encoding and encoding != b"identity":
+                    body = _decompress(body, encoding, self._max)
+                if quotas.max_body_bytes:
+                    self._quotas.check_body(tenant, quotas, len(body))
+                request = decode_request(body, header_length)
+                if quotas.max_rows:
+                    rows = max((t.shape[0] if t.shape else 1) for t in request.inputs)
+                    self._quotas.check_rows(tenant, quotas, rows)
+                result = await self._inference.infer(
+                    tenant, model, version, request, alias=alias or None, routing_key=routing_key
                 )
             finally:
                 self._quotas.leave(tenant)
-            if result is None:
-                return  # the client went away
-            payload, json_length, served_version, cached = result
+            payload, json_length = encode_response(
+                result.model, result.version, result.outputs, result.id
+            )
             if json_length is None:
                 content_type = _JSON
             else:
                 content_type = _OCTET
                 headers.append((b"inference-header-content-length", str(json_length).encode()))
-            headers.append((b"x-model-version", served_version.encode()))
-            if cached is not None:
-                headers.append((b"x-cache", cached.encode()))
+            headers.append((b"x-model-version", result.version.encode()))
+            if result.cache is not None:
+                headers.append((b"x-cache", result.cache.encode()))
         except ModelportError as exc:
             status = status_for(exc)
             payload = error_body(exc.message)
@@ -174,42 +201,13 @@ class InferEndpoint:
                 status=status,
             )
 
-    async def _serve(
-        self,
-        receive: Receive,
-        model: str,
-        version: str | None,
-        tenant: str,
-        quotas: Quotas,
-        header_length: int | None,
-        encoding: bytes,
-        alias: str | None,
-        routing_key: str | None,
-    ) -> tuple[bytes, int | None, str, str | None] | None:
-        body = await _read_body(receive, self._max)
-        if body is None:
-            return None
-        if encoding and encoding != b"identity":
-            body = _decompress(body, encoding, self._max)
-        self._quotas.check_body(tenant, quotas, len(body))
-        request = decode_request(body, header_length)
-        if quotas.max_rows:
-            rows = max((t.shape[0] if t.shape else 1) for t in request.inputs)
-            self._quotas.check_rows(tenant, quotas, rows)
-        result = await self._inference.infer(
-            tenant, model, version, request, alias=alias or None, routing_key=routing_key
-        )
-        payload, json_length = encode_response(
-            result.model, result.version, result.outputs, result.id
-        )
-        return payload, json_length, result.version, result.cache
 
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def _read_body(first: Message, receive: Receive, limit: int) -> bytes | None:
+    """The whole body from ``first`` and the messages after it; None when the client left."""
     chunks: list[bytes] = []
     size = 0
+    message = first
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             return None
         chunk = message.get("body", b"")
@@ -220,7 +218,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = await receive()
+    return b"".join(chunks)
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:

@@ -202,10 +202,34 @@ class InferenceService:
     async def _run(
         self, entry: LoadedVersion, request: InferRequest, started: float
     ) -> tuple[InferResult, dict[str, np.ndarray], int, dict[str, np.ndarray]]:
+        """Validate, queue and await one request on ``entry``; count its outcome.
+
+        The request path's hot loop: everything up to the batcher's future is synchronous and
+        the future is awaited here, so a request suspends through as few frames as possible."""
         # Counted from routing to answer: an unload waits for this to reach zero.
         entry.inflight += 1
         try:
-            outcome = await self._infer(entry, request)
+            signature = entry.signature
+            arrays = validate_inputs(signature, request.inputs, entry.model)
+            wanted = _wanted(entry, request)
+            rows = next(iter(arrays.values())).shape[0] if signature.batchable else 1
+            batcher, runtime = entry.batcher, entry.runtime
+            if batcher is None or runtime is None:
+                raise ModelNotReady(f"{entry.label} is not loaded")
+            runtime.check(arrays)
+            deadline = asyncio.get_running_loop().time() + self._timeout(request)
+            cached: str | None = None
+            if self._cache is not None and entry.config.cache.enabled:
+                submit, extra = arrays, b""
+                if isinstance(runtime, FeatureJoinRuntime):
+                    submit, extra = await runtime.prefetch(arrays)
+                outputs, cached = await self._cached(
+                    self._cache, entry, batcher, arrays, rows, deadline, extra, submit
+                )
+            else:
+                outputs = await batcher.enqueue(arrays, rows, deadline)
+            if entry.config.features is not None:
+                wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
         except ModelportError as exc:
             seconds = time.perf_counter() - started
             name = _outcome(exc)
@@ -221,46 +245,6 @@ class InferenceService:
         seconds = time.perf_counter() - started
         entry.metrics.request("ok", seconds)
         entry.window.record(True, seconds)
-        return outcome
-
-    async def _infer(
-        self, entry: LoadedVersion, request: InferRequest
-    ) -> tuple[InferResult, dict[str, np.ndarray], int, dict[str, np.ndarray]]:
-        signature = entry.signature
-        arrays = validate_inputs(signature, request.inputs, entry.model)
-        names = signature.output_names
-        if request.outputs is None:
-            wanted = [(name, request.binary_output) for name in names]
-        else:
-            wanted = []
-            for out in request.outputs:
-                if out.name not in names:
-                    raise InvalidInput(
-                        f"model '{entry.model}' has no output '{out.name}'; its outputs are "
-                        f"{', '.join(names)}"
-                    )
-                wanted.append(
-                    (out.name, request.binary_output if out.binary is None else out.binary)
-                )
-        rows = next(iter(arrays.values())).shape[0] if signature.batchable else 1
-        batcher, runtime = entry.batcher, entry.runtime
-        if batcher is None or runtime is None:
-            raise ModelNotReady(f"{entry.label} is not loaded")
-        runtime.check(arrays)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout(request)
-        cached: str | None = None
-        if self._cache is not None and entry.config.cache.enabled:
-            submit, extra = arrays, b""
-            if isinstance(runtime, FeatureJoinRuntime):
-                submit, extra = await runtime.prefetch(arrays)
-            outputs, cached = await self._cached(
-                self._cache, entry, batcher, arrays, rows, deadline, extra, submit
-            )
-        else:
-            outputs = await batcher.submit(arrays, rows, deadline)
-        if entry.config.features is not None:
-            wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
         result = InferResult(
             entry.model,
             entry.version,
@@ -312,6 +296,23 @@ class InferenceService:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
             raise InvalidInput("parameters.timeout_ms must be a positive number of milliseconds")
         return float(raw) / 1000.0
+
+
+def _wanted(entry: LoadedVersion, request: InferRequest) -> list[tuple[str, bool]]:
+    """The outputs to answer with, and whether each travels as binary data."""
+    names = entry.signature.output_names
+    if request.outputs is None:
+        binary = request.binary_output
+        return [(name, binary) for name in names]
+    wanted = []
+    for out in request.outputs:
+        if out.name not in names:
+            raise InvalidInput(
+                f"model '{entry.model}' has no output '{out.name}'; its outputs are "
+                f"{', '.join(names)}"
+            )
+        wanted.append((out.name, request.binary_output if out.binary is None else out.binary))
+    return wanted
 
 
 def _with_features(

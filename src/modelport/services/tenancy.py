@@ -199,23 +199,35 @@ class Authenticator:
         self._pending: dict[bytes, asyncio.Task[tuple[Principal | None, dt.datetime | None]]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
+        principal = self.cached(authorization)
+        if principal is not None:
+            return principal
+        token = _bearer(authorization)
+        digest = hashlib.sha256(token.encode()).digest()
+        principal, expires_at = await asyncio.shield(self._refresh(token, digest))
+        return _valid(principal, expires_at)
+
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The caller from the cache without waiting, or None when the key must be looked up
+        (``authenticate`` does that). Raises ``Unauthenticated`` for a missing or malformed
+        header and for a key the cache knows to be invalid."""
         if self._open is not None:
             return self._open
         token = _bearer(authorization)
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._cache.get(digest)
+        if hit is None:
+            return None
+        fresh_until, principal, expires_at = hit
         now = time.monotonic()
-        if hit is not None:
-            fresh_until, principal, expires_at = hit
-            if now < fresh_until:
-                return _valid(principal, expires_at)
-            if now < fresh_until + self._ttl_s:
-                # Slightly stale: answer from the cache and refresh in the background, so
-                # requests never queue behind the database when an entry expires.
-                self._refresh(token, digest)
-                return _valid(principal, expires_at)
-        principal, expires_at = await asyncio.shield(self._refresh(token, digest))
-        return _valid(principal, expires_at)
+        if now < fresh_until:
+            return _valid(principal, expires_at)
+        if now < fresh_until + self._ttl_s:
+            # Slightly stale: answer from the cache and refresh in the background, so
+            # requests never queue behind the database when an entry expires.
+            self._refresh(token, digest)
+            return _valid(principal, expires_at)
+        return None
 
     def _refresh(
         self, token: str, digest: bytes
