@@ -504,6 +504,12 @@ def run_fuzzing(
 # --------------------------------------------------------------------------- the tests
 
 
+#: The tenant's walk fuzzes every operation (about a hundred, two phases each) in one test: on a
+#: slow or busy 2-core machine it needs more than the suite's default per-test limit.
+WALK_TIMEOUT_S = 600
+
+
+@pytest.mark.timeout(WALK_TIMEOUT_S)
 def test_fuzz_as_tenant(
     api_schema: BaseSchema, fuzz_server: Server, http: requests.Session, subtests: pytest.Subtests
 ) -> None:
@@ -519,6 +525,7 @@ def test_fuzz_as_tenant(
     assert "POST /v1/tenants/{tenant}/keys/{prefix}/rotate" in labels
 
 
+@pytest.mark.timeout(WALK_TIMEOUT_S)
 def test_fuzz_as_platform_admin(
     api_schema: BaseSchema, fuzz_server: Server, http: requests.Session, subtests: pytest.Subtests
 ) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from modelport.serving.compute import ComputeThreads
+
 
 @pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="unit-predict")
+def executor() -> Iterator[ComputeThreads]:
+    threads = ComputeThreads(4, "unit-predict")
     try:
-        yield pool
+        yield threads
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        threads.shutdown(wait=True, timeout=10)

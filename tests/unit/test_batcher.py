@@ -7,7 +7,6 @@ import contextlib
 import gc
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import numpy as np
@@ -27,6 +26,7 @@ from modelport.serving.batcher import (
     Batcher,
     Predict,
 )
+from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import BatchingConfig
 
 LABEL = "demo:1"
@@ -51,7 +51,7 @@ async def no_event_loop_errors() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    predict: Predict, executor: ThreadPoolExecutor, *, instances: int = 1, **batching: Any
+    predict: Predict, executor: ComputeThreads, *, instances: int = 1, **batching: Any
 ) -> AsyncIterator[Batcher]:
     batcher = Batcher(
         predict, BatchingConfig(**batching), executor, instances=instances, label=LABEL
@@ -89,7 +89,7 @@ async def submit(batcher: Batcher, inputs: Arrays, deadline: float = float("inf"
 
 
 async def test_full_batch_flushes_without_waiting_for_the_delay(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
@@ -107,7 +107,7 @@ async def test_full_batch_flushes_without_waiting_for_the_delay(
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0, 8.0]
 
 
-async def test_partial_batch_flushes_after_the_queue_delay(executor: ThreadPoolExecutor) -> None:
+async def test_partial_batch_flushes_after_the_queue_delay(executor: ComputeThreads) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
     async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=80) as batcher:
@@ -122,7 +122,7 @@ async def test_partial_batch_flushes_after_the_queue_delay(executor: ThreadPoolE
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_zero_delay_runs_requests_without_waiting(executor: ThreadPoolExecutor) -> None:
+async def test_zero_delay_runs_requests_without_waiting(executor: ComputeThreads) -> None:
     model = Doubler()
     async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=0) as batcher:
         result = await asyncio.wait_for(submit(batcher, rows_of(5.0)), 1)
@@ -130,7 +130,7 @@ async def test_zero_delay_runs_requests_without_waiting(executor: ThreadPoolExec
 
 
 async def test_max_batch_size_zero_runs_every_request_on_its_own(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     model = Doubler()
     async with serving(model, executor, max_batch_size=0, max_queue_delay_ms=50) as batcher:
@@ -139,7 +139,7 @@ async def test_max_batch_size_zero_runs_every_request_on_its_own(
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_preferred_batch_sizes_cut_batches(executor: ThreadPoolExecutor) -> None:
+async def test_preferred_batch_sizes_cut_batches(executor: ComputeThreads) -> None:
     model = Doubler()
     async with serving(
         model, executor, max_batch_size=8, max_queue_delay_ms=30, preferred_batch_sizes=[4, 2]
@@ -155,7 +155,7 @@ async def test_preferred_batch_sizes_cut_batches(executor: ThreadPoolExecutor) -
 
 
 async def test_requests_with_different_trailing_shapes_are_never_merged(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     model = Doubler()
     requests = [rows_of(1.0, width=3), rows_of(2.0, width=5), rows_of(3.0, 2, width=3)]
@@ -171,7 +171,7 @@ async def test_requests_with_different_trailing_shapes_are_never_merged(
 
 
 async def test_requests_with_different_dtypes_are_never_merged(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     model = Doubler()
     as32 = {"x": np.ones((2, 2), dtype=np.float32)}
@@ -184,7 +184,7 @@ async def test_requests_with_different_dtypes_are_never_merged(
     assert got64["y"].dtype == np.float64 and got64["y"].shape == (1, 2)
 
 
-async def test_each_caller_gets_exactly_its_own_rows(executor: ThreadPoolExecutor) -> None:
+async def test_each_caller_gets_exactly_its_own_rows(executor: ComputeThreads) -> None:
     model = Doubler()
     row_counts = [1, 2, 3, 4, 1]
     requests: list[Arrays] = []
@@ -202,7 +202,7 @@ async def test_each_caller_gets_exactly_its_own_rows(executor: ThreadPoolExecuto
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
 
 
-async def test_instances_compute_batches_at_the_same_time(executor: ThreadPoolExecutor) -> None:
+async def test_instances_compute_batches_at_the_same_time(executor: ComputeThreads) -> None:
     both_running = threading.Barrier(2, timeout=5)
 
     def predict(inputs: Arrays) -> Arrays:
@@ -220,7 +220,7 @@ async def test_instances_compute_batches_at_the_same_time(executor: ThreadPoolEx
 # Failures
 
 
-async def test_batch_failure_fails_only_its_requests(executor: ThreadPoolExecutor) -> None:
+async def test_batch_failure_fails_only_its_requests(executor: ComputeThreads) -> None:
     model = Doubler(poison=-1.0)
     async with serving(model, executor, max_batch_size=2, max_queue_delay_ms=5000) as batcher:
         outcomes = await asyncio.wait_for(
@@ -239,7 +239,7 @@ async def test_batch_failure_fails_only_its_requests(executor: ThreadPoolExecuto
     assert [float(cast(Arrays, r)["y"][0, 0]) for r in outcomes[2:]] == [6.0, 8.0]
 
 
-async def test_batcher_keeps_serving_after_a_failed_batch(executor: ThreadPoolExecutor) -> None:
+async def test_batcher_keeps_serving_after_a_failed_batch(executor: ComputeThreads) -> None:
     model = Doubler(poison=-1.0)
     async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=0) as batcher:
         with pytest.raises(InferenceFailed):
@@ -249,7 +249,7 @@ async def test_batcher_keeps_serving_after_a_failed_batch(executor: ThreadPoolEx
 
 
 async def test_output_without_a_rows_dimension_fails_the_batch_clearly(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     def summed(inputs: Arrays) -> Arrays:
         return {"total": np.asarray(inputs["x"].sum())}
@@ -263,7 +263,7 @@ async def test_output_without_a_rows_dimension_fails_the_batch_clearly(
         assert "'total'" in outcome.message and "first dimension" in outcome.message
 
 
-async def test_request_past_its_deadline_is_not_run(executor: ThreadPoolExecutor) -> None:
+async def test_request_past_its_deadline_is_not_run(executor: ComputeThreads) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
     loop = asyncio.get_running_loop()
@@ -288,7 +288,7 @@ async def test_request_past_its_deadline_is_not_run(executor: ThreadPoolExecutor
     assert float(cast(Arrays, outcomes[2])["y"][0, 0]) == 6.0
 
 
-async def test_queue_full_refuses_new_rows(executor: ThreadPoolExecutor) -> None:
+async def test_queue_full_refuses_new_rows(executor: ComputeThreads) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
     async with serving(
@@ -313,7 +313,7 @@ async def test_queue_full_refuses_new_rows(executor: ThreadPoolExecutor) -> None
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_queue_accepts_new_rows_once_it_drains(executor: ThreadPoolExecutor) -> None:
+async def test_queue_accepts_new_rows_once_it_drains(executor: ComputeThreads) -> None:
     model = Doubler()
     async with serving(
         model, executor, max_batch_size=2, max_queue_delay_ms=1, max_queue_size=2
@@ -325,7 +325,7 @@ async def test_queue_accepts_new_rows_once_it_drains(executor: ThreadPoolExecuto
 
 
 async def test_request_with_more_rows_than_max_batch_size_is_rejected(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     model = Doubler()
     async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=1) as batcher:
@@ -339,7 +339,7 @@ async def test_request_with_more_rows_than_max_batch_size_is_rejected(
 
 
 async def test_cancelled_queued_caller_does_not_break_the_batch_for_others(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
@@ -366,7 +366,7 @@ async def test_cancelled_queued_caller_does_not_break_the_batch_for_others(
 
 
 async def test_cancelled_caller_inside_a_running_batch_does_not_break_it(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
@@ -394,7 +394,7 @@ async def test_cancelled_caller_inside_a_running_batch_does_not_break_it(
 # Start and close
 
 
-async def test_submit_before_start_is_refused(executor: ThreadPoolExecutor) -> None:
+async def test_submit_before_start_is_refused(executor: ComputeThreads) -> None:
     batcher = Batcher(Doubler(), BatchingConfig(), executor, label=LABEL)
     with pytest.raises(ModelNotReady):
         await submit(batcher, rows_of(1.0))
@@ -402,7 +402,7 @@ async def test_submit_before_start_is_refused(executor: ThreadPoolExecutor) -> N
 
 
 async def test_close_drains_queued_requests_then_refuses_new_ones(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
@@ -431,7 +431,7 @@ async def test_close_drains_queued_requests_then_refuses_new_ones(
     assert {4.0, 5.0}.isdisjoint(model.seen_values())
 
 
-async def test_close_does_not_wait_out_the_queue_delay(executor: ThreadPoolExecutor) -> None:
+async def test_close_does_not_wait_out_the_queue_delay(executor: ComputeThreads) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
     async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=5000) as batcher:
@@ -446,7 +446,7 @@ async def test_close_does_not_wait_out_the_queue_delay(executor: ThreadPoolExecu
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
 
 
-async def test_close_of_an_idle_batcher_returns_promptly(executor: ThreadPoolExecutor) -> None:
+async def test_close_of_an_idle_batcher_returns_promptly(executor: ComputeThreads) -> None:
     batcher = Batcher(Doubler(), BatchingConfig(), executor, label=LABEL)
     batcher.start()
     await asyncio.wait_for(batcher.close(), 1)
@@ -455,7 +455,7 @@ async def test_close_of_an_idle_batcher_returns_promptly(executor: ThreadPoolExe
 
 
 async def test_observer_hears_about_successful_and_failed_batches(
-    executor: ThreadPoolExecutor,
+    executor: ComputeThreads,
 ) -> None:
     class Recorder:
         def __init__(self) -> None:

@@ -21,7 +21,7 @@ from modelport.errors import HeadersTooLarge, InvalidInput, ModelportError, Payl
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate
 from modelport.services.tenancy import Authenticator
-from modelport.serving.codec import decode_request, encode_response
+from modelport.serving.codec import decode_document, encode_response, parse_body
 
 log = structlog.get_logger("modelport.http")
 
@@ -135,13 +135,29 @@ class InferEndpoint:
                     body = _decompress(body, encoding, self._max)
                 if quotas.max_body_bytes:
                     self._quotas.check_body(tenant, quotas, len(body))
-                request = decode_request(body, header_length)
+                doc, binary = parse_body(body, header_length)
                 if quotas.max_rows:
+                    request = decode_document(doc, binary)
                     rows = max((t.shape[0] if t.shape else 1) for t in request.inputs)
                     self._quotas.check_rows(tenant, quotas, rows)
-                result = await self._inference.infer(
-                    tenant, model, version, request, alias=alias or None, routing_key=routing_key
-                )
+                    result = await self._inference.infer(
+                        tenant,
+                        model,
+                        version,
+                        request,
+                        alias=alias or None,
+                        routing_key=routing_key,
+                    )
+                else:
+                    result = await self._inference.infer_document(
+                        tenant,
+                        model,
+                        version,
+                        doc,
+                        binary,
+                        alias=alias or None,
+                        routing_key=routing_key,
+                    )
             finally:
                 self._quotas.leave(tenant)
             payload, json_length = encode_response(

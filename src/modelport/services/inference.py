@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -25,7 +25,7 @@ from modelport.errors import (
 from modelport.routing.policy import Route
 from modelport.routing.table import RouteTable
 from modelport.serving.cache_key import cache_key
-from modelport.serving.codec import InferRequest
+from modelport.serving.codec import InferRequest, decode_document
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT, FeatureJoinRuntime
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
@@ -126,6 +126,93 @@ class InferenceService:
             raise NotFound(f"model '{model}' has no alias '{alias}'")
         return await self.resolve(tenant, model, version)
 
+    async def infer_document(
+        self,
+        tenant: str,
+        model: str,
+        version: str | None,
+        doc: Any,
+        binary: memoryview,
+        *,
+        alias: str | None = None,
+        routing_key: str | None = None,
+    ) -> InferResult:
+        """``infer`` for a parsed request document and its binary data.
+
+        A plain JSON request to a version that has a request plan (no response cache) and a
+        route without shadow or fallback goes from the document straight to the batcher;
+        anything else is decoded in full and served by ``infer``."""
+        if alias is None and not binary:
+            entry = self._planned_target(tenant, model, version, routing_key)
+            if entry is not None and entry.plan is not None:
+                planned = entry.plan.arrays(doc)
+                if planned is not None:
+                    return await self._run_planned(entry, planned[0], planned[1], doc.get("id"))
+        request = decode_document(doc, binary)
+        return await self.infer(
+            tenant, model, version, request, alias=alias, routing_key=routing_key
+        )
+
+    def _planned_target(
+        self, tenant: str, model: str, version: str | None, routing_key: str | None
+    ) -> LoadedVersion | None:
+        """The READY version a request goes to, when finding it needs no lookup and its route
+        neither mirrors nor falls back; None sends the request the general way."""
+        if version is not None:
+            entry = self._pool.get(tenant, model, version)
+        else:
+            if "@" in model:
+                return None
+            routing = self._routes.installed.get((tenant, model))
+            if routing is not None and routing.route is not None:
+                route = routing.route
+                if route.shadow_version is not None or route.fallback_version is not None:
+                    return None
+                entry = self._pool.get(tenant, model, route.choose(routing_key))
+            elif (tenant, model) in self._routes.pending:
+                return None
+            else:
+                entry = self._pool.newest_ready(tenant, model)
+        if entry is None or entry.state is not VersionState.READY:
+            return None
+        return entry
+
+    async def _run_planned(
+        self,
+        entry: LoadedVersion,
+        arrays: dict[str, np.ndarray],
+        rows: int,
+        request_id: str | None,
+    ) -> InferResult:
+        """Queue a request the version's plan decoded (and so validated) and await it."""
+        started = time.perf_counter()
+        entry.inflight += 1
+        try:
+            batcher, runtime = entry.batcher, entry.runtime
+            if batcher is None or runtime is None:
+                raise ModelNotReady(f"{entry.label} is not loaded")
+            runtime.check(arrays)
+            outputs = await batcher.enqueue(arrays, rows, batcher.now() + self._default_timeout_s)
+            if entry.config.features is not None:
+                _refuse_missing(entry, entry.config.features, outputs)
+        except ModelportError as exc:
+            _count_failure(entry, exc, started)
+            raise
+        except asyncio.CancelledError:
+            entry.metrics.request("cancelled", time.perf_counter() - started)
+            raise
+        finally:
+            entry.inflight -= 1
+        seconds = time.perf_counter() - started
+        entry.metrics.request("ok", seconds)
+        entry.window.record(True, seconds)
+        return InferResult(
+            entry.model,
+            entry.version,
+            [(name, outputs[name], False) for name in entry.signature.output_names],
+            request_id,
+        )
+
     async def infer(
         self,
         tenant: str,
@@ -217,7 +304,7 @@ class InferenceService:
             if batcher is None or runtime is None:
                 raise ModelNotReady(f"{entry.label} is not loaded")
             runtime.check(arrays)
-            deadline = asyncio.get_running_loop().time() + self._timeout(request)
+            deadline = batcher.now() + self._timeout(request)
             cached: str | None = None
             if self._cache is not None and entry.config.cache.enabled:
                 submit, extra = arrays, b""
@@ -231,11 +318,7 @@ class InferenceService:
             if entry.config.features is not None:
                 wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
         except ModelportError as exc:
-            seconds = time.perf_counter() - started
-            name = _outcome(exc)
-            entry.metrics.request(name, seconds)
-            if name not in _CLIENT_OUTCOMES:
-                entry.window.record(False, seconds)
+            _count_failure(entry, exc, started)
             raise
         except asyncio.CancelledError:
             entry.metrics.request("cancelled", time.perf_counter() - started)
@@ -324,13 +407,7 @@ def _with_features(
 ) -> list[tuple[str, bool]]:
     """Refuse a request whose rows lacked feature values (``on_missing: reject``); add the
     joined feature tensors to the answer when the request asks (``return_features``)."""
-    missing = outputs.get(MISSING_OUTPUT)
-    if features.on_missing == "reject" and missing is not None and missing.any():
-        rows = [int(r) for r in np.flatnonzero(missing)[:10]]
-        raise InvalidInput(
-            f"{entry.label} needs every feature value (on_missing: reject); row(s) {rows} "
-            f"lack {int(missing.sum())} value(s) in the online store"
-        )
+    _refuse_missing(entry, features, outputs)
     if request.parameters.get("return_features") is True:
         wanted = wanted + [
             (name, request.binary_output)
@@ -340,10 +417,31 @@ def _with_features(
     return wanted
 
 
+def _refuse_missing(
+    entry: LoadedVersion, features: FeaturesConfig, outputs: dict[str, np.ndarray]
+) -> None:
+    """With ``on_missing: reject``, refuse a request whose rows lacked feature values."""
+    missing = outputs.get(MISSING_OUTPUT)
+    if features.on_missing == "reject" and missing is not None and missing.any():
+        rows = [int(r) for r in np.flatnonzero(missing)[:10]]
+        raise InvalidInput(
+            f"{entry.label} needs every feature value (on_missing: reject); row(s) {rows} "
+            f"lack {int(missing.sum())} value(s) in the online store"
+        )
+
+
 #: Failures that say something about the version, not the request: worth one retry elsewhere.
 _RETRYABLE = (InferenceFailed, DeadlineExceeded, QueueFull, ModelNotReady)
 #: Outcomes that are the caller's mistake; they do not count against a version's error rate.
 _CLIENT_OUTCOMES = frozenset({"invalid_input"})
+
+
+def _count_failure(entry: LoadedVersion, exc: ModelportError, started: float) -> None:
+    seconds = time.perf_counter() - started
+    name = _outcome(exc)
+    entry.metrics.request(name, seconds)
+    if name not in _CLIENT_OUTCOMES:
+        entry.window.record(False, seconds)
 
 
 def _outcome(exc: ModelportError) -> str:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ from modelport.errors import (
     ModelportError,
     QueueFull,
 )
+from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import BatchingConfig
 
 Arrays = dict[str, np.ndarray]
@@ -153,7 +153,7 @@ class Batcher:
         self,
         predict: Predict,
         config: BatchingConfig,
-        executor: Executor,
+        threads: ComputeThreads,
         *,
         instances: int = 1,
         label: str = "model",
@@ -162,7 +162,7 @@ class Batcher:
     ) -> None:
         self._predict = predict
         self._config = config
-        self._executor = executor
+        self._threads = threads
         self._label = label
         self._observer = observer or NullObserver()
         self._state = _State()
@@ -176,6 +176,12 @@ class Batcher:
         self._delay = config.max_queue_delay_ms / 1000.0
         self._max_batch = config.max_batch_size if stacked else 0
         self._stacked = stacked
+
+    def now(self) -> float:
+        """The event loop's clock, which deadlines passed to ``enqueue`` are on."""
+        if self._loop is None:
+            raise ModelNotReady(f"{self._label} is not accepting requests (not started)")
+        return self._loop.time()
 
     @property
     def queued_rows(self) -> int:
@@ -332,7 +338,7 @@ class Batcher:
         started = loop.time()
         try:
             merged = merge(batch)
-            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            outputs = await self._threads.run(self._predict, merged)
             parts = split(outputs, batch, self._stacked)
         except Exception as exc:  # noqa: BLE001 - any runtime failure fails this batch only
             self._observer.batch(rows, loop.time() - started, ok=False)

@@ -26,6 +26,12 @@ _FLOAT_MAX = {
     "FP64": float(np.finfo(np.float64).max),
 }
 _NUMPY_OPTS = orjson.OPT_SERIALIZE_NUMPY
+_NO_BINARY = memoryview(b"")
+
+
+def float_range(datatype: str) -> float:
+    """The largest magnitude a float datatype (FP16, FP32, FP64) holds."""
+    return _FLOAT_MAX[datatype]
 
 
 @dataclass(slots=True)
@@ -53,6 +59,12 @@ class InferRequest:
 
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     """Parse an inference request body into numpy tensors, or raise ``InvalidInput``."""
+    doc, binary = parse_body(body, header_length)
+    return decode_document(doc, binary)
+
+
+def parse_body(body: bytes, header_length: int | None = None) -> tuple[Any, memoryview]:
+    """The body's JSON document and the binary data after it (binary tensor extension)."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise InvalidInput(
@@ -61,11 +73,15 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
             )
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
-        header, binary = body, memoryview(b"")
+        header, binary = body, _NO_BINARY
     try:
-        doc = orjson.loads(header)
+        return orjson.loads(header), binary
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+def decode_document(doc: Any, binary: memoryview = _NO_BINARY) -> InferRequest:
+    """A parsed request document (and its binary data) as numpy tensors, or ``InvalidInput``."""
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")

@@ -10,7 +10,6 @@ import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +19,10 @@ from modelport.errors import ArtifactError, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
 from modelport.routing.window import Window
 from modelport.serving.batcher import Batcher
+from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import FeaturesConfig, VersionConfig
 from modelport.serving.features import FeatureJoin, FeatureJoinRuntime, request_signature
+from modelport.serving.plan import RequestPlan
 from modelport.serving.runtimes import Runtime, load_runtime
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
@@ -53,12 +54,15 @@ class LoadedVersion:
     error: str | None = None
     runtime: Runtime | None = None
     batcher: Batcher | None = None
-    executor: ThreadPoolExecutor | None = None
+    threads: ComputeThreads | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     sha256: str = ""
     """The artifact's digest."""
     inflight: int = 0
     """Requests routed here and not yet answered; an unload waits for them."""
+    plan: RequestPlan | None = None
+    """How this version's common requests are decoded straight into batcher arrays; None
+    when every request takes the general path (see ``serving.plan``)."""
     window: Window = field(default_factory=Window)
     """Cumulative requests, errors and latency of this version in this process (the rollout
     guard sums these over replicas); shared by every load of the same version."""
@@ -193,13 +197,11 @@ class ModelPool:
                 f"{entry.label}: the loaded graph's signature differs from the registered one"
             )
         instances = entry.config.runtime.instances
-        entry.executor = ThreadPoolExecutor(
-            max_workers=instances, thread_name_prefix=f"mp-{entry.model}-{entry.version}"
-        )
+        entry.threads = ComputeThreads(instances, f"mp-{entry.model}-{entry.version}")
         entry.batcher = Batcher(
             runtime.predict,
             entry.config.batching,
-            entry.executor,
+            entry.threads,
             instances=instances,
             label=entry.label,
             observer=entry.metrics,
@@ -207,6 +209,9 @@ class ModelPool:
         )
         entry.batcher.start()
         entry.metrics.watch_queue(entry.batcher)
+        if not entry.config.cache.enabled:
+            # A cached version's requests take the general path through the response cache.
+            entry.plan = RequestPlan.compile(entry.signature)
         for arrays in warmup_requests(entry.signature, entry.config.warmup, entry.model):
             rows = _rows(arrays) if entry.signature.batchable else 1
             await entry.batcher.submit(arrays, rows)
@@ -250,8 +255,8 @@ class ModelPool:
     async def _stop(self, entry: LoadedVersion) -> None:
         if entry.batcher is not None:
             await entry.batcher.close()
-        if entry.executor is not None:
-            entry.executor.shutdown(wait=False)
+        if entry.threads is not None:
+            entry.threads.shutdown(wait=False)
         if entry.runtime is not None:
             entry.runtime.close()
             entry.runtime = None
