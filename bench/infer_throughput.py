@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 LUA_SCRIPT = BENCH / "oip_post.lua"
 FLOOR_APP = BENCH / "floor_app.py"
+BATCHING_FLOOR_APP = BENCH / "batching_floor_app.py"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 HOST = "127.0.0.1"
 
@@ -352,6 +353,21 @@ def start_floor(procs: Processes, workdir: Path) -> Server:
     return server
 
 
+def start_batching_floor(procs: Processes, workdir: Path, model: Path) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+    server = procs.start(
+        "batching",
+        [sys.executable, str(BATCHING_FLOOR_APP), "--port", str(port), "--model", str(model)],
+        port,
+        env,
+        workdir,
+        workdir / f"batching-floor-{port}.log",
+    )
+    wait_ready(server, "/", 30)
+    return server
+
+
 def scrape(server: Server) -> dict[str, dict[str, float]]:
     """Per model: batch_sum, batch_count and one entry per request outcome."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -630,7 +646,7 @@ def median(values: list[float]) -> float:
 
 def summarise(runs: list[dict[str, Any]], connections: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for server in ("floor", "modelport"):
+    for server in ("floor", "batching", "modelport"):
         for c in connections:
             sel = [r for r in runs if r["server"] == server and r["connections"] == c]
             if not sel:
@@ -690,6 +706,12 @@ def _minilm_config_text() -> str:
     return _config_text(minilm_config())
 
 
+def _verdict(target: dict[str, Any]) -> str:
+    if target["pass"] is None:
+        return "reference"
+    return "**PASS**" if target["pass"] else "**FAIL**"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     m, s, t, cfg = result["machine"], result["summary"], result["targets"], result["config"]
     lines = [
@@ -704,10 +726,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for target in t.values():
-        lines.append(
-            f"| {target['target']} | {target['measured']} | "
-            f"{'**PASS**' if target['pass'] else '**FAIL**'} |"
-        )
+        lines.append(f"| {target['target']} | {target['measured']} | {_verdict(target)} |")
     lines += [
         "",
         "## Machine",
@@ -729,29 +748,38 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"wrk: `-t{cfg['wrk_threads']} -c{{{','.join(map(str, cfg['connections']))}}} "
         f"-d{cfg['duration']:g}s`, {cfg['runs']} run(s) per point after a {cfg['warmup']:g} s "
-        "warmup per server; floor and modelport runs interleaved (floor cN, modelport cN, ...). "
+        "warmup per server; floor, batching floor and modelport runs interleaved (floor cN, "
+        "batching cN, modelport cN, ...). "
         "Each request: `POST /v2/models/ranker/infer`, one row of 64 FP32 values as OIP v2 JSON "
         f"({cfg['ranker_body_bytes']} bytes). Medians over runs are quoted.",
         "",
         "The floor (`bench/floor_app.py`) is a bare ASGI app on the same stack (uvicorn, uvloop, "
         "httptools, one worker, access log off) that reads the body, parses it with orjson and "
-        "answers a constant OIP response. modelport runs as shipped (`python -m modelport serve`, "
+        "answers a constant OIP response. The batching floor (`bench/batching_floor_app.py`, "
+        "rows `batching`) adds the least a batching server must do on that stack: the first "
+        "input's data into a numpy array, one future per request, a 1 ms / 128-row batcher "
+        "with one onnxruntime call per batch in a worker thread (`run_in_executor`), the output "
+        "sliced back and encoded; no authentication, quotas, signature checks, routing, request "
+        "ids, metrics or logs. modelport runs as shipped (`python -m modelport serve`, "
         f"metrics on, default logging), with the demo ranker config ({_ranker_config_text()}).",
         "",
         "## Where the time goes",
         "",
         "The server is CPU-bound on its event-loop thread at both concurrencies (server CPU "
         "column): the model itself needs well under 1 % of a core at these rates (compute-limit "
-        "table). Per request, the event loop spends its time as follows (py-spy `--gil` "
-        "sampling of the loaded server, and `perf stat`/`perf record` for the C and kernel "
-        "side): about a third in uvicorn's `send` (two `write` syscalls per response, the same "
-        "cost the floor pays), the rest in Python: OIP JSON decoding and validation, the "
-        "service and batcher bookkeeping (one future per request, stacking and slicing), "
-        "response encoding and metrics. The worker thread that runs onnxruntime uses about 6 % "
-        "of a core. The floor does only the first part, so the ratio is bounded by how little "
-        "Python a request can cost: running the model inline on the loop changed nothing beyond "
-        "noise, and even a variant that skipped the batcher and the model entirely reached only "
-        "about 70 % of the floor.",
+        "table), and the compute thread that runs onnxruntime uses a few % of a core. "
+        "`perf record -e cpu-clock` on the loaded event-loop thread puts about two thirds of a "
+        "request in the Python interpreter and a sixth in the kernel (two `write`s and one "
+        "`read` per request, as the floor); py-spy shows no single hot spot, only many small "
+        "ones: the protocol handling uvicorn does for every server, then parsing, the request "
+        "plan's checks, the batch hand-off (one future per request, stacking and slicing), "
+        "authentication, quotas, routing, metrics and the response. The batching floor shows "
+        "what batching alone costs on this stack: even with nothing else, a server that "
+        "batches pays a future, a second task step and its share of a batch per request, and "
+        "stays well below the floor. The 50 % target therefore leaves modelport's own features "
+        "(tenancy, quotas, validation, routing, request ids, metrics) only the gap between the "
+        "batching floor and 50 %; compare modelport with the batching floor as well as with "
+        "the floor when reading a new run.",
         "",
         "## ranker over HTTP (medians)",
         "",
@@ -909,9 +937,8 @@ def print_summary(result: dict[str, Any]) -> None:
             print(f"  in-process batch {r['batch']}: {r['sentences_s']:.1f}")
     print("\n=== targets ===")
     for target in result["targets"].values():
-        print(
-            f"  [{'PASS' if target['pass'] else 'FAIL'}] {target['target']}: {target['measured']}"
-        )
+        mark = "INFO" if target["pass"] is None else ("PASS" if target["pass"] else "FAIL")
+        print(f"  [{mark}] {target['target']}: {target['measured']}")
 
 
 # --------------------------------------------------------------------------- main
@@ -1027,24 +1054,30 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     ranker_file.write_bytes(body + b"\n")
     infer = f"/v2/models/{RANKER}/infer"
 
-    print("starting modelport and the floor ...")
+    print("starting modelport, the floor and the batching floor ...")
     modelport = start_modelport(procs, workdir, 120)
     floor = start_floor(procs, workdir)
+    batching = start_batching_floor(procs, workdir, ranker_path)
     check_answer(modelport, infer, body, "score")
     check_answer(floor, infer, body, "score")
-    print(f"  modelport on {HOST}:{modelport.port}, floor on {HOST}:{floor.port}")
+    check_answer(batching, infer, body, "score")
+    print(
+        f"  modelport on {HOST}:{modelport.port}, floor on {HOST}:{floor.port}, "
+        f"batching floor on {HOST}:{batching.port}"
+    )
 
     top = args.connections[-1]
     if args.warmup > 0:
         print(f"warmup {args.warmup:g} s each at -c{top} ...")
         load(floor, infer, ranker_file, top, args.warmup, args.threads, None)
+        load(batching, infer, ranker_file, top, args.warmup, args.threads, None)
         load(modelport, infer, ranker_file, top, args.warmup, args.threads, RANKER)
 
     first = scrape(modelport)
     runs: list[dict[str, Any]] = []
     for run in range(1, args.runs + 1):
         for c in args.connections:
-            for server, model in ((floor, None), (modelport, RANKER)):
+            for server, model in ((floor, None), (batching, None), (modelport, RANKER)):
                 idle = wait_for_quiet(args.quiet_wait)
                 r = load(server, infer, ranker_file, c, args.duration, args.threads, model)
                 r["run"] = run
@@ -1059,6 +1092,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     outcomes = metrics_delta(first, scrape(modelport), RANKER)["outcomes"]
     summary = summarise(runs, args.connections)
     procs.stop(floor)
+    procs.stop(batching)
 
     minilm: dict[str, Any] | None = None
     minilm_folder: Path | None = None
@@ -1137,6 +1171,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         r["p99_ms"] for r in runs if r["server"] == "modelport" and r["connections"] == low
     )
     ratio = mp_top["req_s"] / floor_top["req_s"]
+    batching_top = summary[f"batching_c{top}"]
     non_2xx = sum(r["non_2xx"] for r in runs if r["server"] == "modelport")
     sock = sum(r["socket_errors"] for r in runs if r["server"] == "modelport")
     targets = {
@@ -1145,6 +1180,16 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
             "value": round(ratio, 4),
             "measured": f"{ratio:.1%} ({mp_top['req_s']:,.0f} / {floor_top['req_s']:,.0f} req/s)",
             "pass": ratio >= TARGET_RATIO,
+        },
+        "batching_floor": {
+            "target": f"(reference) the batching floor's req/s against the floor at -c{top}",
+            "value": round(batching_top["req_s"] / floor_top["req_s"], 4),
+            "measured": (
+                f"{batching_top['req_s'] / floor_top['req_s']:.1%} "
+                f"({batching_top['req_s']:,.0f} / {floor_top['req_s']:,.0f} req/s); modelport "
+                f"reaches {mp_top['req_s'] / batching_top['req_s']:.1%} of the batching floor"
+            ),
+            "pass": None,
         },
         "p99": {
             "target": f"modelport p99 <= {TARGET_P99_MS:g} ms at -c{low}",
