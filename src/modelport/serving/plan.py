@@ -42,11 +42,10 @@ class RequestPlan:
     """See the module docstring. ``None`` from ``compile`` means the signature has an input the
     plan does not handle; every request then takes the general path."""
 
-    __slots__ = ("_batchable", "_inputs", "_names")
+    __slots__ = ("_batchable", "_inputs")
 
     def __init__(self, inputs: dict[str, _Input], batchable: bool) -> None:
         self._inputs = inputs
-        self._names = frozenset(inputs)
         self._batchable = batchable
 
     @classmethod
