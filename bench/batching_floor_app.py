@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import orjson
-import uvicorn
+from floor_app import serve
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -149,18 +149,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True, help="the ranker's ONNX file")
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.model),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # as modelport serve runs
-        log_level="warning",
-        workers=1,
-    )
+    serve(make_app(args.model), args.port)
 
 
 if __name__ == "__main__":

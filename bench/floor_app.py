@@ -78,14 +78,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": ANSWER})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+def serve(asgi_app: Any, port: int) -> None:
+    """Run ``asgi_app`` on 127.0.0.1 with the server settings ``modelport serve`` uses."""
     uvicorn.run(
-        app,
+        asgi_app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -94,6 +92,12 @@ def main() -> None:
         log_level="warning",
         workers=1,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    serve(app, parser.parse_args().port)
 
 
 if __name__ == "__main__":

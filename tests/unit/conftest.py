@@ -10,9 +10,9 @@ from modelport.serving.compute import ComputeThreads
 
 
 @pytest.fixture
-def executor() -> Iterator[ComputeThreads]:
-    threads = ComputeThreads(4, "unit-predict")
+def threads() -> Iterator[ComputeThreads]:
+    pool = ComputeThreads(4, "unit-predict")
     try:
-        yield threads
+        yield pool
     finally:
-        threads.shutdown(wait=True, timeout=10)
+        pool.shutdown(wait=True, timeout=10)

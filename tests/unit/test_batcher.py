@@ -51,10 +51,10 @@ async def no_event_loop_errors() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    predict: Predict, executor: ComputeThreads, *, instances: int = 1, **batching: Any
+    predict: Predict, threads: ComputeThreads, *, instances: int = 1, **batching: Any
 ) -> AsyncIterator[Batcher]:
     batcher = Batcher(
-        predict, BatchingConfig(**batching), executor, instances=instances, label=LABEL
+        predict, BatchingConfig(**batching), threads, instances=instances, label=LABEL
     )
     batcher.start()
     try:
@@ -89,11 +89,11 @@ async def submit(batcher: Batcher, inputs: Arrays, deadline: float = float("inf"
 
 
 async def test_full_batch_flushes_without_waiting_for_the_delay(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
-    async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=5000) as batcher:
+    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=5000) as batcher:
         started = loop.time()
         first = asyncio.create_task(submit(batcher, rows_of(1.0)))
         await asyncio.sleep(0.05)  # the first request is now waiting for company
@@ -107,10 +107,10 @@ async def test_full_batch_flushes_without_waiting_for_the_delay(
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0, 8.0]
 
 
-async def test_partial_batch_flushes_after_the_queue_delay(executor: ComputeThreads) -> None:
+async def test_partial_batch_flushes_after_the_queue_delay(threads: ComputeThreads) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
-    async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=80) as batcher:
+    async with serving(model, threads, max_batch_size=8, max_queue_delay_ms=80) as batcher:
         started = loop.time()
         results = await asyncio.wait_for(
             asyncio.gather(*(submit(batcher, rows_of(v)) for v in (1.0, 2.0, 3.0))), 2
@@ -122,27 +122,27 @@ async def test_partial_batch_flushes_after_the_queue_delay(executor: ComputeThre
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_zero_delay_runs_requests_without_waiting(executor: ComputeThreads) -> None:
+async def test_zero_delay_runs_requests_without_waiting(threads: ComputeThreads) -> None:
     model = Doubler()
-    async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=0) as batcher:
+    async with serving(model, threads, max_batch_size=8, max_queue_delay_ms=0) as batcher:
         result = await asyncio.wait_for(submit(batcher, rows_of(5.0)), 1)
     assert float(result["y"][0, 0]) == 10.0
 
 
 async def test_max_batch_size_zero_runs_every_request_on_its_own(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     model = Doubler()
-    async with serving(model, executor, max_batch_size=0, max_queue_delay_ms=50) as batcher:
+    async with serving(model, threads, max_batch_size=0, max_queue_delay_ms=50) as batcher:
         results = await asyncio.gather(*(submit(batcher, rows_of(v, rows=3)) for v in (1, 2, 3)))
     assert model.batch_sizes == [3, 3, 3]
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_preferred_batch_sizes_cut_batches(executor: ComputeThreads) -> None:
+async def test_preferred_batch_sizes_cut_batches(threads: ComputeThreads) -> None:
     model = Doubler()
     async with serving(
-        model, executor, max_batch_size=8, max_queue_delay_ms=30, preferred_batch_sizes=[4, 2]
+        model, threads, max_batch_size=8, max_queue_delay_ms=30, preferred_batch_sizes=[4, 2]
     ) as batcher:
         results = await asyncio.gather(*(submit(batcher, rows_of(float(v))) for v in range(7)))
 
@@ -155,12 +155,12 @@ async def test_preferred_batch_sizes_cut_batches(executor: ComputeThreads) -> No
 
 
 async def test_requests_with_different_trailing_shapes_are_never_merged(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     model = Doubler()
     requests = [rows_of(1.0, width=3), rows_of(2.0, width=5), rows_of(3.0, 2, width=3)]
     requests.append(rows_of(4.0, 2, width=5))
-    async with serving(model, executor, max_batch_size=16, max_queue_delay_ms=30) as batcher:
+    async with serving(model, threads, max_batch_size=16, max_queue_delay_ms=30) as batcher:
         results = await asyncio.gather(*(submit(batcher, r) for r in requests))
 
     for call in model.calls:
@@ -171,12 +171,12 @@ async def test_requests_with_different_trailing_shapes_are_never_merged(
 
 
 async def test_requests_with_different_dtypes_are_never_merged(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     model = Doubler()
     as32 = {"x": np.ones((2, 2), dtype=np.float32)}
     as64 = {"x": np.ones((1, 2), dtype=np.float64)}
-    async with serving(model, executor, max_batch_size=16, max_queue_delay_ms=30) as batcher:
+    async with serving(model, threads, max_batch_size=16, max_queue_delay_ms=30) as batcher:
         got32, got64 = await asyncio.gather(submit(batcher, as32), submit(batcher, as64))
 
     assert sorted(str(call["x"].dtype) for call in model.calls) == ["float32", "float64"]
@@ -184,7 +184,7 @@ async def test_requests_with_different_dtypes_are_never_merged(
     assert got64["y"].dtype == np.float64 and got64["y"].shape == (1, 2)
 
 
-async def test_each_caller_gets_exactly_its_own_rows(executor: ComputeThreads) -> None:
+async def test_each_caller_gets_exactly_its_own_rows(threads: ComputeThreads) -> None:
     model = Doubler()
     row_counts = [1, 2, 3, 4, 1]
     requests: list[Arrays] = []
@@ -192,7 +192,7 @@ async def test_each_caller_gets_exactly_its_own_rows(executor: ComputeThreads) -
     for rows in row_counts:
         requests.append({"x": np.arange(start, start + rows * 2, dtype=np.int64).reshape(rows, 2)})
         start += rows * 2
-    async with serving(model, executor, max_batch_size=16, max_queue_delay_ms=30) as batcher:
+    async with serving(model, threads, max_batch_size=16, max_queue_delay_ms=30) as batcher:
         results = await asyncio.gather(*(batcher.submit(r, r["x"].shape[0]) for r in requests))
 
     assert model.batch_sizes == [sum(row_counts)], "the requests should share one predict call"
@@ -202,7 +202,7 @@ async def test_each_caller_gets_exactly_its_own_rows(executor: ComputeThreads) -
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
 
 
-async def test_instances_compute_batches_at_the_same_time(executor: ComputeThreads) -> None:
+async def test_instances_compute_batches_at_the_same_time(threads: ComputeThreads) -> None:
     both_running = threading.Barrier(2, timeout=5)
 
     def predict(inputs: Arrays) -> Arrays:
@@ -210,7 +210,7 @@ async def test_instances_compute_batches_at_the_same_time(executor: ComputeThrea
         return {"y": inputs["x"] * 2}
 
     async with serving(
-        predict, executor, instances=2, max_batch_size=1, max_queue_delay_ms=0
+        predict, threads, instances=2, max_batch_size=1, max_queue_delay_ms=0
     ) as batcher:
         results = await asyncio.gather(submit(batcher, rows_of(1.0)), submit(batcher, rows_of(2.0)))
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
@@ -220,9 +220,9 @@ async def test_instances_compute_batches_at_the_same_time(executor: ComputeThrea
 # Failures
 
 
-async def test_batch_failure_fails_only_its_requests(executor: ComputeThreads) -> None:
+async def test_batch_failure_fails_only_its_requests(threads: ComputeThreads) -> None:
     model = Doubler(poison=-1.0)
-    async with serving(model, executor, max_batch_size=2, max_queue_delay_ms=5000) as batcher:
+    async with serving(model, threads, max_batch_size=2, max_queue_delay_ms=5000) as batcher:
         outcomes = await asyncio.wait_for(
             asyncio.gather(
                 *(submit(batcher, rows_of(v)) for v in (1.0, -1.0, 3.0, 4.0)),
@@ -239,9 +239,9 @@ async def test_batch_failure_fails_only_its_requests(executor: ComputeThreads) -
     assert [float(cast(Arrays, r)["y"][0, 0]) for r in outcomes[2:]] == [6.0, 8.0]
 
 
-async def test_batcher_keeps_serving_after_a_failed_batch(executor: ComputeThreads) -> None:
+async def test_batcher_keeps_serving_after_a_failed_batch(threads: ComputeThreads) -> None:
     model = Doubler(poison=-1.0)
-    async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=0) as batcher:
+    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=0) as batcher:
         with pytest.raises(InferenceFailed):
             await submit(batcher, rows_of(-1.0))
         result = await submit(batcher, rows_of(2.0))
@@ -249,12 +249,12 @@ async def test_batcher_keeps_serving_after_a_failed_batch(executor: ComputeThrea
 
 
 async def test_output_without_a_rows_dimension_fails_the_batch_clearly(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     def summed(inputs: Arrays) -> Arrays:
         return {"total": np.asarray(inputs["x"].sum())}
 
-    async with serving(summed, executor, max_batch_size=4, max_queue_delay_ms=20) as batcher:
+    async with serving(summed, threads, max_batch_size=4, max_queue_delay_ms=20) as batcher:
         outcomes = await asyncio.gather(
             submit(batcher, rows_of(1.0)), submit(batcher, rows_of(2.0)), return_exceptions=True
         )
@@ -263,11 +263,11 @@ async def test_output_without_a_rows_dimension_fails_the_batch_clearly(
         assert "'total'" in outcome.message and "first dimension" in outcome.message
 
 
-async def test_request_past_its_deadline_is_not_run(executor: ComputeThreads) -> None:
+async def test_request_past_its_deadline_is_not_run(threads: ComputeThreads) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
     loop = asyncio.get_running_loop()
-    async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=1) as batcher:
+    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=1) as batcher:
         try:
             busy = asyncio.create_task(submit(batcher, rows_of(1.0)))
             await wait_entered(model)  # the only compute slot is taken
@@ -288,11 +288,11 @@ async def test_request_past_its_deadline_is_not_run(executor: ComputeThreads) ->
     assert float(cast(Arrays, outcomes[2])["y"][0, 0]) == 6.0
 
 
-async def test_queue_full_refuses_new_rows(executor: ComputeThreads) -> None:
+async def test_queue_full_refuses_new_rows(threads: ComputeThreads) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
     async with serving(
-        model, executor, max_batch_size=4, max_queue_delay_ms=1, max_queue_size=4
+        model, threads, max_batch_size=4, max_queue_delay_ms=1, max_queue_size=4
     ) as batcher:
         try:
             busy = asyncio.create_task(submit(batcher, rows_of(1.0)))
@@ -313,10 +313,10 @@ async def test_queue_full_refuses_new_rows(executor: ComputeThreads) -> None:
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
 
 
-async def test_queue_accepts_new_rows_once_it_drains(executor: ComputeThreads) -> None:
+async def test_queue_accepts_new_rows_once_it_drains(threads: ComputeThreads) -> None:
     model = Doubler()
     async with serving(
-        model, executor, max_batch_size=2, max_queue_delay_ms=1, max_queue_size=2
+        model, threads, max_batch_size=2, max_queue_delay_ms=1, max_queue_size=2
     ) as batcher:
         for value in (1.0, 2.0, 3.0):
             result = await submit(batcher, rows_of(value, rows=2))
@@ -325,10 +325,10 @@ async def test_queue_accepts_new_rows_once_it_drains(executor: ComputeThreads) -
 
 
 async def test_request_with_more_rows_than_max_batch_size_is_rejected(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     model = Doubler()
-    async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=1) as batcher:
+    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=1) as batcher:
         with pytest.raises(InvalidInput) as info:
             await submit(batcher, rows_of(1.0, rows=5))
         exact = await submit(batcher, rows_of(1.0, rows=4))
@@ -339,11 +339,11 @@ async def test_request_with_more_rows_than_max_batch_size_is_rejected(
 
 
 async def test_cancelled_queued_caller_does_not_break_the_batch_for_others(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
-    async with serving(model, executor, max_batch_size=4, max_queue_delay_ms=1) as batcher:
+    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=1) as batcher:
         try:
             busy = asyncio.create_task(submit(batcher, rows_of(1.0)))
             await wait_entered(model)
@@ -366,11 +366,11 @@ async def test_cancelled_queued_caller_does_not_break_the_batch_for_others(
 
 
 async def test_cancelled_caller_inside_a_running_batch_does_not_break_it(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
-    async with serving(model, executor, max_batch_size=2, max_queue_delay_ms=5000) as batcher:
+    async with serving(model, threads, max_batch_size=2, max_queue_delay_ms=5000) as batcher:
         try:
             gone = asyncio.create_task(submit(batcher, rows_of(1.0)))
             stays = asyncio.create_task(submit(batcher, rows_of(2.0)))
@@ -394,19 +394,19 @@ async def test_cancelled_caller_inside_a_running_batch_does_not_break_it(
 # Start and close
 
 
-async def test_submit_before_start_is_refused(executor: ComputeThreads) -> None:
-    batcher = Batcher(Doubler(), BatchingConfig(), executor, label=LABEL)
+async def test_submit_before_start_is_refused(threads: ComputeThreads) -> None:
+    batcher = Batcher(Doubler(), BatchingConfig(), threads, label=LABEL)
     with pytest.raises(ModelNotReady):
         await submit(batcher, rows_of(1.0))
     await batcher.close()
 
 
 async def test_close_drains_queued_requests_then_refuses_new_ones(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     gate = threading.Event()
     model = Doubler(gate=gate)
-    async with serving(model, executor, max_batch_size=1, max_queue_delay_ms=1) as batcher:
+    async with serving(model, threads, max_batch_size=1, max_queue_delay_ms=1) as batcher:
         try:
             busy = asyncio.create_task(submit(batcher, rows_of(1.0)))
             await wait_entered(model)
@@ -431,10 +431,10 @@ async def test_close_drains_queued_requests_then_refuses_new_ones(
     assert {4.0, 5.0}.isdisjoint(model.seen_values())
 
 
-async def test_close_does_not_wait_out_the_queue_delay(executor: ComputeThreads) -> None:
+async def test_close_does_not_wait_out_the_queue_delay(threads: ComputeThreads) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
-    async with serving(model, executor, max_batch_size=8, max_queue_delay_ms=5000) as batcher:
+    async with serving(model, threads, max_batch_size=8, max_queue_delay_ms=5000) as batcher:
         pending = [asyncio.create_task(submit(batcher, rows_of(v))) for v in (1.0, 2.0)]
         await asyncio.sleep(0.02)
         started = loop.time()
@@ -446,8 +446,8 @@ async def test_close_does_not_wait_out_the_queue_delay(executor: ComputeThreads)
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
 
 
-async def test_close_of_an_idle_batcher_returns_promptly(executor: ComputeThreads) -> None:
-    batcher = Batcher(Doubler(), BatchingConfig(), executor, label=LABEL)
+async def test_close_of_an_idle_batcher_returns_promptly(threads: ComputeThreads) -> None:
+    batcher = Batcher(Doubler(), BatchingConfig(), threads, label=LABEL)
     batcher.start()
     await asyncio.wait_for(batcher.close(), 1)
     with pytest.raises(ModelNotReady):
@@ -455,7 +455,7 @@ async def test_close_of_an_idle_batcher_returns_promptly(executor: ComputeThread
 
 
 async def test_observer_hears_about_successful_and_failed_batches(
-    executor: ComputeThreads,
+    threads: ComputeThreads,
 ) -> None:
     class Recorder:
         def __init__(self) -> None:
@@ -473,7 +473,7 @@ async def test_observer_hears_about_successful_and_failed_batches(
     batcher = Batcher(
         Doubler(poison=-1.0),
         BatchingConfig(max_batch_size=4, max_queue_delay_ms=0),
-        executor,
+        threads,
         label=LABEL,
         observer=observer,
     )

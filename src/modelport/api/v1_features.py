@@ -206,21 +206,7 @@ async def get_features(
 ) -> JsonResponse:
     results = await svc.features.get_features(tenant, body.features, body.entities)
     # Built by hand: thousands of values per response through pydantic would dominate the time.
-    return JsonResponse(
-        {
-            "results": [
-                {
-                    "entity": r.entity,
-                    "key": r.key,
-                    "features": {
-                        name: {"value": v.value, "status": v.status, "event_timestamp": v.event_ts}
-                        for name, v in r.features.items()
-                    },
-                }
-                for r in results
-            ]
-        }
-    )
+    return JsonResponse({"results": [r.to_dict() for r in results]})
 
 
 def _view_out(view: FeatureView) -> ViewOut:

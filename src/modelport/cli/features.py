@@ -152,18 +152,4 @@ def get(
     results = run_with_services(
         Settings(), lambda s: s.features.get_features(tenant, feature, entities)
     )
-    console.print_json(
-        json.dumps(
-            [
-                {
-                    "entity": r.entity,
-                    "key": r.key,
-                    "features": {
-                        name: {"value": v.value, "status": v.status, "event_timestamp": v.event_ts}
-                        for name, v in r.features.items()
-                    },
-                }
-                for r in results
-            ]
-        )
-    )
+    console.print_json(json.dumps([r.to_dict() for r in results]))

@@ -60,6 +60,17 @@ class EntityFeatures:
     features: dict[str, FeatureValue]
     """``view:feature`` -> value."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape the API and the CLI answer with, one object per key."""
+        return {
+            "entity": self.entity,
+            "key": self.key,
+            "features": {
+                name: {"value": v.value, "status": v.status, "event_timestamp": v.event_ts}
+                for name, v in self.features.items()
+            },
+        }
+
 
 def parse_ref(ref: object) -> tuple[str, str]:
     """``"view:feature"`` or ``"view:*"`` -> (view, feature)."""

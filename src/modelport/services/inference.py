@@ -203,9 +203,7 @@ class InferenceService:
             raise
         finally:
             entry.inflight -= 1
-        seconds = time.perf_counter() - started
-        entry.metrics.request("ok", seconds)
-        entry.window.record(True, seconds)
+        _count_success(entry, started)
         return InferResult(
             entry.model,
             entry.version,
@@ -325,9 +323,7 @@ class InferenceService:
             raise
         finally:
             entry.inflight -= 1
-        seconds = time.perf_counter() - started
-        entry.metrics.request("ok", seconds)
-        entry.window.record(True, seconds)
+        _count_success(entry, started)
         result = InferResult(
             entry.model,
             entry.version,
@@ -434,6 +430,12 @@ def _refuse_missing(
 _RETRYABLE = (InferenceFailed, DeadlineExceeded, QueueFull, ModelNotReady)
 #: Outcomes that are the caller's mistake; they do not count against a version's error rate.
 _CLIENT_OUTCOMES = frozenset({"invalid_input"})
+
+
+def _count_success(entry: LoadedVersion, started: float) -> None:
+    seconds = time.perf_counter() - started
+    entry.metrics.request("ok", seconds)
+    entry.window.record(True, seconds)
 
 
 def _count_failure(entry: LoadedVersion, exc: ModelportError, started: float) -> None:

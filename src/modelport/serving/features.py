@@ -207,9 +207,7 @@ class FeatureJoin:
         try:
             records = self._store.read_records_blocking(reads)
         except FeatureStoreUnavailable as exc:
-            self._breaker.failed()
-            self._breaker.leave(call, ok=False)
-            return self._degraded(arrays, reads, exc)
+            return self._failed(call, arrays, reads, exc)
         self._breaker.leave(call, ok=True)
         return self.assemble_records(arrays, records)
 
@@ -224,11 +222,21 @@ class FeatureJoin:
         try:
             records = await self._store.read_records(reads)
         except FeatureStoreUnavailable as exc:
-            self._breaker.failed()
-            self._breaker.leave(call, ok=False)
-            return self._degraded(arrays, reads, exc)
+            return self._failed(call, arrays, reads, exc)
         self._breaker.leave(call, ok=True)
         return self.assemble_records(arrays, records)
+
+    def _failed(
+        self,
+        call: Call,
+        arrays: Mapping[str, np.ndarray],
+        reads: Sequence[ViewRead],
+        error: FeatureStoreUnavailable,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A read failed: open the breaker and serve the degraded answer."""
+        self._breaker.failed()
+        self._breaker.leave(call, ok=False)
+        return self._degraded(arrays, reads, error)
 
     def _degraded(
         self,
