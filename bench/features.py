@@ -9,7 +9,8 @@ What it does, against the Redis at ``--redis-url`` (keys under a fresh prefix, d
    ``user``, and writes one row per view for each of ``--entities`` users;
 2. in-process, through ``RedisOnlineStore``: ``--reads`` reads of every feature of every view for
    all the users (100 x 20 = 2,000 values by default), one at a time, with ``read`` on the event
-   loop and with ``read_blocking`` in a worker thread (as the batch runtime calls it); the
+   loop (also followed by looking at every value it returned), with ``read_blocking`` in a
+   worker thread (as the batch runtime calls it) and as the feature join of inference; the
    collector's generations are frozen after setup, as ``modelport serve`` does after start;
 3. over HTTP: starts ``python -m modelport serve`` with ``MODELPORT_REDIS_URL`` (authentication
    on, as shipped), applies the views and pushes the rows through the API, then sends
@@ -145,6 +146,23 @@ async def in_process(args: argparse.Namespace, prefix: str) -> list[dict[str, An
                 **summary(samples),
                 "other_cores": other.cores,
             }
+            # The same read, then every one of its values looked at (a FeatureValue each): what
+            # a caller pays that uses all of them.
+            every: list[float] = []
+            with base.OtherLoad() as other:
+                for _ in range(args.reads):
+                    began = time.perf_counter()
+                    looked_at = sum(
+                        1 for rows in await store.read(reads) for row in rows for _ in row.values()
+                    )
+                    every.append(time.perf_counter() - began)
+            assert looked_at == args.entities * args.views * args.features
+            every_point = {
+                "run": run,
+                "call": "read_every_value",
+                **summary(every),
+                "other_cores": other.cores,
+            }
 
             blocking: list[float] = []
             thread = threading.Thread(target=blocking_reads, args=(store, reads, args, blocking))
@@ -168,10 +186,11 @@ async def in_process(args: argparse.Namespace, prefix: str) -> list[dict[str, An
                 **summary(joined),
                 "other_cores": other.cores,
             }
-            runs += [async_point, blocking_point, join_point]
-            for point in (async_point, blocking_point, join_point):
+            points = (async_point, every_point, blocking_point, join_point)
+            runs += points
+            for point in points:
                 print(
-                    f"run {run}: in-process {point['call']:<13} p50 {point['p50_ms']:.3f} "
+                    f"run {run}: in-process {point['call']:<16} p50 {point['p50_ms']:.3f} "
                     f"p99 {point['p99_ms']:.3f} mean {point['mean_ms']:.3f} ms "
                     f"(other load {point['other_cores']:.2f} cores)"
                 )
@@ -368,6 +387,10 @@ def render(result: dict[str, Any]) -> str:
     values = s["entities"] * s["views"] * s["features"]
     rows = [
         ("`read` (asyncio, in-process)", result["summary"]["read"]),
+        (
+            "`read`, then every value looked at (a `FeatureValue` each)",
+            result["summary"]["read_every_value"],
+        ),
         ("`read_blocking` (worker thread, in-process)", result["summary"]["read_blocking"]),
         (
             "feature join: the same values into an FP32 tensor (worker thread, as inference)",
@@ -400,11 +423,12 @@ def render(result: dict[str, Any]) -> str:
     other = [p["other_cores"] for p in result["raw"] if "other_cores" in p]
     verdict = {
         call: "meets" if result["summary"][call]["p99_ms"] <= TARGET_P99_MS else "misses"
-        for call in ("read", "read_blocking", "join")
+        for call in ("read", "read_every_value", "read_blocking", "join")
     }
     lines += [
         "",
-        f"Target: in-process p99 <= {TARGET_P99_MS:g} ms. `read` {verdict['read']} it, "
+        f"Target: in-process p99 <= {TARGET_P99_MS:g} ms. `read` {verdict['read']} it "
+        f"({verdict['read_every_value']} it when every value is then looked at), "
         f"`read_blocking` {verdict['read_blocking']} it, the feature join (the path inference "
         f"takes: stored records straight into the tensor, no value object per feature) "
         f"{verdict['join']} it. CPU used by other processes during "
@@ -412,8 +436,10 @@ def render(result: dict[str, Any]) -> str:
         f"{result['machine']['usable_cpus']} cores; p99 on this shared machine moves with it.",
         "",
         "Where the time goes (in-process): the Redis round trip itself (one read-only Lua "
-        "script doing `HMGET key ts v` per key) is about a quarter; building the result (one "
-        "`FeatureValue` per value, a dict per key) and decoding the JSON blobs is the rest. "
+        "script doing `HMGET key ts v` per key), parsing its reply and decoding one JSON blob "
+        "per key and view. A read returns one object per key (its status decided once); a "
+        "`FeatureValue` is built only when a feature is looked up, which is what the second "
+        "row adds. "
         "Over HTTP the server also parses the request, resolves the views (cached for 1 s) and "
         "serialises about 150 KB of JSON per response.",
     ]
@@ -472,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "summary": {
             "read": median_of(points, "read"),
+            "read_every_value": median_of(points, "read_every_value"),
             "read_blocking": median_of(points, "read_blocking"),
             "join": median_of(points, "join"),
             "http": median_of(points, "POST /v1/features/get"),

@@ -10,7 +10,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -163,11 +163,11 @@ def read_of(view: FeatureView, *keys: str, features: tuple[str, ...] | None = No
 
 async def read_one(
     store: OnlineStore, view: FeatureView, key: str, now: float | None = None
-) -> dict[str, FeatureValue]:
+) -> Mapping[str, FeatureValue]:
     return (await store.read([read_of(view, key)], now))[0][0]
 
 
-def values_of(row: dict[str, FeatureValue]) -> dict[str, object]:
+def values_of(row: Mapping[str, FeatureValue]) -> dict[str, object]:
     return {name: v.value for name, v in row.items()}
 
 
@@ -202,6 +202,30 @@ async def test_a_feature_the_row_did_not_carry_reads_as_missing(backend: Backend
     assert row["clicks"] == FeatureValue(3, "present", ts)
     assert row["ctr"] == FeatureValue(0.5, "missing", None)
     assert row["segment"] == FeatureValue("none", "missing", None)
+
+
+async def test_a_read_row_holds_the_features_asked_for_in_their_order(backend: Backend) -> None:
+    view = backend.view()
+    ts = time.time() - 2.5
+    await backend.store.write(view, [FeatureRow("u1", {"clicks": 3, "ctr": 0.25}, ts)])
+    read = read_of(view, "u1", "nobody", features=("segment", "ctr"))
+    row, absent = (await backend.store.read([read]))[0]
+    assert list(row) == ["segment", "ctr"]
+    assert len(row) == 2
+    assert dict(row) == {
+        "segment": FeatureValue("none", "missing", None),
+        "ctr": FeatureValue(0.25, "present", ts),
+    }
+    assert (row.status, row.event_ts) == ("present", ts)
+    assert (absent.status, absent.event_ts) == ("missing", None)
+    assert dict(absent) == {
+        "segment": FeatureValue("none", "missing", None),
+        "ctr": FeatureValue(0.5, "missing", None),
+    }
+    with pytest.raises(KeyError):
+        row["clicks"]  # stored, but not asked for
+    assert "clicks" not in row and "ctr" in row
+    assert row.get("clicks") is None
 
 
 async def test_a_row_replaces_the_whole_previous_record(backend: Backend) -> None:

@@ -86,6 +86,62 @@ def test_several_inputs_in_any_order_and_an_id_are_recognised() -> None:
         np.testing.assert_array_equal(arrays[name], expected[name])
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+F64_MAX = float(np.finfo(np.float64).max)
+
+
+@pytest.mark.parametrize(
+    ("signature", "doc"),
+    [
+        # Every value at the edge of FP32: the sum of their squares is far past the bound the
+        # quick check uses, and the values are still accepted.
+        (
+            RANKER,
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 4],
+                        "datatype": "FP32",
+                        "data": [F32_MAX, -F32_MAX, F32_MAX, 1.0],
+                    }
+                ]
+            },
+        ),
+        (
+            TWO_INPUTS,
+            {
+                "inputs": [
+                    {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [F64_MAX, -F64_MAX]},
+                    {"name": "b", "shape": [1, 3], "datatype": "FP16", "data": [65504, -65504, 1]},
+                ]
+            },
+        ),
+    ],
+)
+def test_values_at_the_edge_of_the_range_take_the_plan(signature: Signature, doc: Any) -> None:
+    got = planned(signature, doc)
+    assert got is not None
+    expected = general(signature, doc)
+    for name, array in got[0].items():
+        assert array.dtype == expected[name].dtype
+        np.testing.assert_array_equal(array, expected[name])
+
+
+@pytest.mark.parametrize("value", [65520.0, -1e6, 1e39])
+def test_one_value_past_the_range_among_large_ones_goes_the_general_way(value: float) -> None:
+    limit = float(np.finfo(np.float16).max)
+    doc = {
+        "inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]},
+            {"name": "b", "shape": [1, 3], "datatype": "FP16", "data": [limit, -limit, value]},
+        ]
+    }
+    assert planned(TWO_INPUTS, doc) is None
+    with pytest.raises(InvalidInput):
+        general(TWO_INPUTS, doc)
+
+
 ROW = [0.1, 0.2, 0.3, 0.4]
 INPUT = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from modelport.stores.online_values import Record
+    from modelport.stores.online_values import EntityRead, Record
 
 FeatureType = Literal["float", "int", "bool", "string"]
 Status = Literal["present", "missing", "expired"]
@@ -61,8 +61,7 @@ class WriteResult:
 
 class FeatureValue(NamedTuple):
     """One feature of one entity as read: its value (the default unless present), status and
-    event time. A named tuple: a read builds thousands, and a tuple is the cheapest immutable
-    record Python has."""
+    event time. A named tuple: the cheapest immutable record Python has."""
 
     value: Any
     status: Status
@@ -76,8 +75,9 @@ class ViewRead:
     keys: tuple[str, ...]
 
 
-#: Per read, per key (aligned with ``ViewRead.keys``): feature name -> value.
-ReadResult = list[list[dict[str, FeatureValue]]]
+#: Per read, per key (aligned with ``ViewRead.keys``): the entity's features, a mapping
+#: feature name -> FeatureValue (see ``online_values.EntityRead``).
+ReadResult = list[list["EntityRead"]]
 
 
 class OnlineStore(Protocol):
