@@ -226,6 +226,8 @@ async def test_a_read_row_holds_the_features_asked_for_in_their_order(backend: B
         row["clicks"]  # stored, but not asked for
     assert "clicks" not in row and "ctr" in row
     assert row.get("clicks") is None
+    for read in (row, absent):
+        assert read.to_dict() == {name: read[name] for name in read}
 
 
 async def test_a_row_replaces_the_whole_previous_record(backend: Backend) -> None:
@@ -249,6 +251,9 @@ async def test_a_value_past_its_ttl_reads_as_expired_then_missing(backend: Backe
     assert row["clicks"] == FeatureValue(0, "expired", ts)
     late = await read_one(backend.store, view, "u1", now=ts + 0.2 + GRACE_S + 1)
     assert late["ctr"] == FeatureValue(0.5, "missing", None)
+    # All at once or one by one: the same values.
+    for read in (row, late):
+        assert read.to_dict() == {name: read[name] for name in read}
 
 
 async def test_the_reading_view_ttl_decides_expiry(backend: Backend) -> None:

@@ -240,16 +240,15 @@ class FeatureService:
         results: list[EntityFeatures] = []
         for entity, keys in entities.items():
             mine = [
-                (f"{s.view.name}:", s.features, rows)
+                (f"{s.view.name}:", rows)
                 for s, rows in zip(selections, found, strict=True)
                 if s.view.entity == entity
             ]
             for i, key in enumerate(keys):
                 values: dict[str, FeatureValue] = {}
-                for prefix, features, rows in mine:
-                    row = rows[i]
-                    for feature in features:
-                        values[prefix + feature] = row[feature]
+                for prefix, rows in mine:
+                    for feature, value in rows[i].items():
+                        values[prefix + feature] = value
                 results.append(EntityFeatures(entity, key, values))
         return results
 
