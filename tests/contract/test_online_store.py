@@ -13,7 +13,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -390,6 +392,82 @@ async def test_a_read_of_thousands_of_keys_stays_aligned(backend: Backend) -> No
             assert [r["clicks"].value for r in rows] == [
                 int(key[1:]) + n if int(key[1:]) % 3 == 0 else 0 for key in keys
             ]
+
+
+def expected_numbers(rows: list[Mapping[str, FeatureValue]], features: tuple[str, ...]) -> Any:
+    """What read_numbers should hold for rows that ``read`` returned (at a time when every
+    record is within its TTL): NaN where a value is missing or not a number."""
+    table = [
+        [
+            float(v.value)
+            if v.status == "present" and isinstance(v.value, int | float)
+            else float("nan")
+            for v in (row[f] for f in features)
+        ]
+        for row in rows
+    ]
+    return np.array(table, dtype=np.float32).reshape(len(rows), len(features))
+
+
+async def test_read_numbers_holds_what_read_holds_as_float32(backend: Backend) -> None:
+    view = backend.view()
+    items = backend.view(name="item_stats", entity="item")
+    ts = time.time() - 3
+    await backend.store.write(
+        view,
+        [
+            FeatureRow("u1", ROW, ts),
+            FeatureRow("u2", {"ctr": 0.75}, ts - 1),
+            FeatureRow("u3", {"active": False, "segment": "x"}, ts - 2),
+        ],
+    )
+    await backend.store.write(items, [FeatureRow("i1", {"clicks": 7}, ts)])
+    features = ("ctr", "clicks", "active", "segment")
+    reads = [
+        read_of(view, "u2", "nobody", "u1", "u3", features=features),
+        read_of(items, "i1", "i2", features=("clicks",)),
+        read_of(items, features=("clicks",)),
+    ]
+    blocking = await asyncio.to_thread(backend.store.read_numbers_blocking, reads)
+    as_read = await backend.store.read(reads)
+    for numbers in (await backend.store.read_numbers(reads), blocking):
+        assert len(numbers) == 3
+        stamps = [[float(s) for s in n.event_ts] for n in numbers]
+        assert stamps[0][0::2] == [ts - 1, ts] and stamps[0][3] == ts - 2
+        assert np.isnan(stamps[0][1]) and np.isnan(stamps[1][1]) and stamps[1][0] == ts
+        for got, rows, read in zip(numbers, as_read, reads, strict=True):
+            assert got.values.dtype == np.float32
+            assert got.values.shape == (len(read.keys), len(read.features))
+            np.testing.assert_array_equal(got.values, expected_numbers(rows, read.features))
+        # u1: 0.125, 2**62 (as float32), True as 1; a string is not a number.
+        np.testing.assert_array_equal(
+            numbers[0].values[2], np.array([0.125, 2.0**62, 1.0, np.nan], dtype=np.float32)
+        )
+    assert await backend.store.read_numbers([]) == []
+
+
+async def test_read_numbers_of_thousands_of_keys_stays_aligned(backend: Backend) -> None:
+    """Past 1,000 keys the Redis backend splits the read into several script calls, some of
+    them carrying the end of one read and the start of the next."""
+    views = [backend.view(name="wide_a"), backend.view(name="wide_b")]
+    ts = time.time()
+    for n, view in enumerate(views):
+        rows = [FeatureRow(f"e{k}", {"clicks": k + n, "ctr": 0.5}, ts) for k in range(0, 1300, 3)]
+        await backend.store.write(view, rows)
+    keys = tuple(f"e{k}" for k in reversed(range(1300)))
+    reads = [read_of(v, *keys, features=("clicks", "ctr")) for v in views]
+    for numbers in (
+        await backend.store.read_numbers(reads),
+        await asyncio.to_thread(backend.store.read_numbers_blocking, reads),
+    ):
+        for n, got in enumerate(numbers):
+            present = [int(key[1:]) % 3 == 0 for key in keys]
+            clicks = [
+                float(int(key[1:]) + n) if p else np.nan
+                for key, p in zip(keys, present, strict=True)
+            ]
+            np.testing.assert_array_equal(got.values[:, 0], np.array(clicks, dtype=np.float32))
+            assert [not np.isnan(s) for s in got.event_ts] == present
 
 
 async def test_read_blocking_from_a_thread_equals_read(backend: Backend) -> None:

@@ -14,7 +14,6 @@ says ``on_missing: reject``.
 
 from __future__ import annotations
 
-import operator
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,8 +28,7 @@ from modelport.serving.config import FeaturesConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
 from modelport.stores.breaker import Breaker, Call
-from modelport.stores.online import FeatureView, OnlineStore, ViewRead
-from modelport.stores.online_values import Record
+from modelport.stores.online import FeatureView, NumberRead, OnlineStore, ViewRead
 
 log = structlog.get_logger("modelport.features")
 
@@ -152,11 +150,10 @@ class FeatureJoin:
             self._inputs[input_name] = columns
         self._entity_inputs = dict(config.entities)
         self._entity_input_names = frozenset(config.entities.values())
-        self._view_defaults = [
-            [_default(view, feature) for feature in features]
+        self._default_rows = [
+            np.array([_default(view, feature) for feature in features], dtype=np.float32)
             for view, features in zip(self._views, self._view_features, strict=True)
         ]
-        self._getters = [_getter(features) for features in self._view_features]
         # Per input: (view, tensor positions, view columns), so a batch fills a tensor with
         # one numpy gather per view rather than value by value.
         self._widths = {name: len(columns) for name, columns in self._inputs.items()}
@@ -205,11 +202,11 @@ class FeatureJoin:
         if call is Call.SKIP:
             return self._degraded(arrays, reads, None)
         try:
-            records = self._store.read_records_blocking(reads)
+            numbers = self._store.read_numbers_blocking(reads)
         except FeatureStoreUnavailable as exc:
             return self._failed(call, arrays, reads, exc)
         self._breaker.leave(call, ok=True)
-        return self.assemble_records(arrays, records)
+        return self.assemble(arrays, numbers)
 
     async def fetch(
         self, arrays: Mapping[str, np.ndarray]
@@ -220,11 +217,11 @@ class FeatureJoin:
         if call is Call.SKIP:
             return self._degraded(arrays, reads, None)
         try:
-            records = await self._store.read_records(reads)
+            numbers = await self._store.read_numbers(reads)
         except FeatureStoreUnavailable as exc:
             return self._failed(call, arrays, reads, exc)
         self._breaker.leave(call, ok=True)
-        return self.assemble_records(arrays, records)
+        return self.assemble(arrays, numbers)
 
     def _failed(
         self,
@@ -252,59 +249,41 @@ class FeatureJoin:
             raise error or FeatureStoreUnavailable(
                 "the online feature store is unreachable; retry shortly"
             )
-        return self.assemble_records(arrays, [[None] * len(read.keys) for read in reads])
+        return self.assemble(
+            arrays,
+            [
+                NumberRead(
+                    np.full(len(read.keys), np.nan),
+                    np.full((len(read.keys), len(read.features)), np.nan, dtype=np.float32),
+                )
+                for read in reads
+            ],
+        )
 
-    def assemble_records(
+    def assemble(
         self,
         arrays: Mapping[str, np.ndarray],
-        records: Sequence[Sequence[Record | None]],
+        numbers: Sequence[NumberRead],
         now: float | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Model inputs (request inputs minus entity keys, plus the feature tensors) and, per
-        row, how many values were not present, straight from stored records: one list per row,
-        no object per value (this runs for every batch). A value is present when its record is
-        within its view's TTL and carries it; anything else takes the view's default."""
+        row, how many values were not present, with a few array operations per view and
+        batch. A value is present when its record is within its view's TTL and carries it as
+        a number; anything else takes the view's default."""
         at = time.time() if now is None else now
         rows = next(iter(arrays.values())).shape[0]
         missing = np.zeros(rows, dtype=np.int32)
         matrices: list[np.ndarray] = []
-        for view, features, defaults, getter, found in zip(
-            self._views,
-            self._view_features,
-            self._view_defaults,
-            self._getters,
-            records,
-            strict=True,
+        for view, defaults, (stamps, values) in zip(
+            self._views, self._default_rows, numbers, strict=True
         ):
-            width = len(features)
-            ttl = view.ttl_s
-            table: list[Any] = []
-            for r, record in enumerate(found):
-                if record is None or at - record.event_ts > ttl:
-                    table.append(defaults)
-                    missing[r] += width
-                    continue
-                values = record.values
-                try:
-                    # One C-level lookup of every feature; a record lacking one (or holding a
-                    # null) takes the slower path below.
-                    found_row = getter(values)
-                    if None not in found_row:
-                        table.append(found_row)
-                        continue
-                except KeyError:
-                    pass
-                row = [values.get(feature) for feature in features]
-                if None in row:
-                    gaps = 0
-                    for k, value in enumerate(row):
-                        if value is None:
-                            row[k] = defaults[k]
-                            gaps += 1
-                    missing[r] += gaps
-                table.append(row)
-            # One conversion per view and batch, not one per row.
-            matrices.append(np.array(table, dtype=np.float32).reshape(rows, width))
+            # NaN stamps (no record) compare false: such rows are stale like expired ones.
+            absent = np.isnan(values)
+            stale = ~(at - stamps <= view.ttl_s)
+            if stale.any():
+                absent[stale] = True
+            missing += absent.sum(axis=1, dtype=np.int32)
+            matrices.append(np.where(absent, defaults, values))
         return self._model_inputs(arrays, rows, matrices), missing
 
     def _model_inputs(
@@ -409,14 +388,6 @@ class FeatureJoinRuntime:
 
     def close(self) -> None:
         self._inner.close()
-
-
-def _getter(features: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
-    """``values -> [values[f] for f in features]`` in C (raises KeyError for a missing one)."""
-    get = operator.itemgetter(*features)
-    if len(features) == 1:
-        return lambda values: (get(values),)
-    return get
 
 
 def _default(view: FeatureView, feature: str) -> float:

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
+import numpy as np
+
 if TYPE_CHECKING:
-    from modelport.stores.online_values import EntityRead, Record
+    from modelport.stores.online_values import EntityRead
 
 FeatureType = Literal["float", "int", "bool", "string"]
 Status = Literal["present", "missing", "expired"]
@@ -75,6 +77,17 @@ class ViewRead:
     keys: tuple[str, ...]
 
 
+class NumberRead(NamedTuple):
+    """One read's numbers, aligned with its keys: ``event_ts`` (float64, one per key; NaN
+    where there is no record) and ``values`` (float32, keys x features in the order asked
+    for; NaN where the record lacks the feature or holds something that is not a number, and
+    on every feature of a key without a record). Booleans read as 1 and 0. Nothing is decided
+    about TTLs or defaults: the caller does that, for a whole batch at once."""
+
+    event_ts: np.ndarray
+    values: np.ndarray
+
+
 #: Per read, per key (aligned with ``ViewRead.keys``): the entity's features, a mapping
 #: feature name -> FeatureValue (see ``online_values.EntityRead``).
 ReadResult = list[list["EntityRead"]]
@@ -95,13 +108,14 @@ class OnlineStore(Protocol):
         """The same, from a worker thread (the batch runtime joins features there)."""
         ...
 
-    async def read_records(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
-        """The stored records behind :meth:`read` (one round trip), aligned with each read's
-        keys; for callers that turn them into arrays without a FeatureValue per value."""
+    async def read_numbers(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        """What the feature join needs from the same round trip, with no Python object per
+        value: per read, aligned with its keys, the records' event times and the requested
+        features as a float32 matrix."""
         ...
 
-    def read_records_blocking(self, reads: Sequence[ViewRead]) -> list[list[Record | None]]:
-        """The same, from a worker thread."""
+    def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        """The same, from a worker thread (the batch runtime joins features there)."""
         ...
 
     async def close(self) -> None: ...

@@ -26,8 +26,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelport.stores.online import FeatureRow, FeatureView, ReadResult, ViewRead, WriteResult
-from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, wins
+from modelport.stores.online import (
+    FeatureRow,
+    FeatureView,
+    NumberRead,
+    ReadResult,
+    ViewRead,
+    WriteResult,
+)
+from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, numbers, wins
 from modelport.stores.sql.schema import online_features
 
 _Table = dict[str, Record]
@@ -115,6 +122,12 @@ class MemoryOnlineStore:
                 if not self._loaded:
                     await self.load()
         return self.read_records_blocking(reads)
+
+    def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        return numbers(reads, self.read_records_blocking(reads))
+
+    async def read_numbers(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        return numbers(reads, await self.read_records(reads))
 
     async def close(self) -> None:
         with self._lock:

@@ -31,11 +31,13 @@ connection pool, so worker threads never touch the event loop.
 from __future__ import annotations
 
 import math
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 import structlog
@@ -46,7 +48,14 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from modelport.errors import FeatureStoreUnavailable
-from modelport.stores.online import FeatureRow, FeatureView, ReadResult, ViewRead, WriteResult
+from modelport.stores.online import (
+    FeatureRow,
+    FeatureView,
+    NumberRead,
+    ReadResult,
+    ViewRead,
+    WriteResult,
+)
 from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble
 
 log = structlog.get_logger("modelport.features")
@@ -90,6 +99,60 @@ return out
 #: call holds Redis for more than about a millisecond.
 READ_CHUNK = 1000
 
+# The feature join's read: the numbers of the requested features, packed by Redis.
+# KEYS: the keys of every segment, in order. ARGV: the number of segments, then per segment
+# its number of keys, its number of features and the feature names. Returns per key its event
+# time (nil without a record) and its values as little-endian float32 (nil without a record;
+# NaN for a feature the record lacks or that is not a number; booleans as 1 and 0). Decoding
+# the JSON here costs Redis a few microseconds per key and saves the server's event loop
+# thread a JSON decode, a dict and an object per value.
+_READ_NUMBERS = """
+local out = {}
+local nan = 0 / 0
+local key = 0
+local arg = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local nkeys, nfeatures = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+  local names = {}
+  for j = 1, nfeatures do
+    names[j] = ARGV[arg + 1 + j]
+  end
+  arg = arg + 2 + nfeatures
+  for _ = 1, nkeys do
+    key = key + 1
+    local found = redis.call('HMGET', KEYS[key], 'ts', 'v')
+    out[2 * key - 1] = found[1]
+    out[2 * key] = false
+    if found[1] then
+      local ok, values = pcall(cjson.decode, found[2])
+      if not ok or type(values) ~= 'table' then
+        values = {}
+      end
+      local row = {}
+      for j = 1, nfeatures do
+        local value = values[names[j]]
+        local kind = type(value)
+        if kind == 'number' then
+          row[j] = value
+        elseif kind == 'boolean' then
+          row[j] = value and 1 or 0
+        else
+          row[j] = nan
+        end
+      end
+      local parts = {}
+      for first = 1, nfeatures, 500 do
+        local last = math.min(first + 499, nfeatures)
+        parts[#parts + 1] = struct.pack('<' .. string.rep('f', last - first + 1),
+          unpack(row, first, last))
+      end
+      out[2 * key] = table.concat(parts)
+    end
+  end
+end
+return out
+"""
+
 
 class RedisOnlineStore:
     def __init__(
@@ -107,6 +170,8 @@ class RedisOnlineStore:
         self._script = client.register_script(_WRITE)
         self._read_script = client.register_script(_READ)
         self._sync_read_script = sync_client.register_script(_READ)
+        self._numbers_script = client.register_script(_READ_NUMBERS)
+        self._sync_numbers_script = sync_client.register_script(_READ_NUMBERS)
 
     @classmethod
     def from_url(
@@ -178,6 +243,32 @@ class RedisOnlineStore:
                     flat = [item for reply in pipe.execute() for item in reply]
         return self._records(reads, flat)
 
+    async def read_numbers(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        calls = self._number_calls(reads)
+        with _unavailable("read"):
+            if len(calls) == 1:
+                keys, args = calls[0]
+                flat = await self._numbers_script(keys=keys, args=args)
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        await self._numbers_script(keys=keys, args=args, client=pipe)
+                    flat = [item for reply in await pipe.execute() for item in reply]
+        return _number_reads(reads, flat)
+
+    def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
+        calls = self._number_calls(reads)
+        with _unavailable("read"):
+            if len(calls) == 1:
+                keys, args = calls[0]
+                flat = self._sync_numbers_script(keys=keys, args=args)
+            else:
+                with self._sync.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        self._sync_numbers_script(keys=keys, args=args, client=pipe)
+                    flat = [item for reply in pipe.execute() for item in reply]
+        return _number_reads(reads, flat)
+
     async def close(self) -> None:
         await self._client.aclose()
         self._sync.close()
@@ -206,6 +297,29 @@ class RedisOnlineStore:
             keys += [base + entity_key for entity_key in read.keys]
         return keys
 
+    def _number_calls(self, reads: Sequence[ViewRead]) -> list[tuple[list[str], list[Any]]]:
+        """The read-numbers script calls for ``reads``: (keys, args) each, at most
+        ``READ_CHUNK`` keys per call (a read's keys may span calls)."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        keys: list[str] = []
+        segments: list[Any] = []
+        count = 0
+        for read in reads:
+            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}:"
+            start = 0
+            while start < len(read.keys):
+                if len(keys) == READ_CHUNK:
+                    calls.append((keys, [count, *segments]))
+                    keys, segments, count = [], [], 0
+                taken = read.keys[start : start + READ_CHUNK - len(keys)]
+                keys += [base + entity_key for entity_key in taken]
+                segments += (len(taken), len(read.features), *read.features)
+                count += 1
+                start += len(taken)
+        if keys or not calls:
+            calls.append((keys, [count, *segments]))
+        return calls
+
     def _records(self, reads: Sequence[ViewRead], flat: list[Any]) -> list[list[Record | None]]:
         loads = orjson.loads
         records: list[list[Record | None]] = []
@@ -218,6 +332,26 @@ class RedisOnlineStore:
             )
             at = end
         return records
+
+
+def _number_reads(reads: Sequence[ViewRead], flat: list[Any]) -> list[NumberRead]:
+    """The script's flat reply (event time and packed values per key) as NumberRead per read."""
+    result: list[NumberRead] = []
+    at = 0
+    for read in reads:
+        width = len(read.features)
+        end = at + 2 * len(read.keys)
+        nothing = _NAN_BYTES * width
+        stamps = [_NAN if ts is None else float(ts) for ts in flat[at:end:2]]
+        packed = b"".join([nothing if blob is None else blob for blob in flat[at + 1 : end : 2]])
+        values = np.frombuffer(packed, dtype="<f4").reshape(len(read.keys), width)
+        result.append(NumberRead(np.array(stamps, dtype=np.float64), values))
+        at = end
+    return result
+
+
+_NAN = float("nan")
+_NAN_BYTES = struct.pack("<f", _NAN)
 
 
 @contextmanager

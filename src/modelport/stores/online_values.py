@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
 from typing import Any, NamedTuple
 
-from modelport.stores.online import FeatureValue, ReadResult, Status, ViewRead
+import numpy as np
+
+from modelport.stores.online import FeatureValue, NumberRead, ReadResult, Status, ViewRead
 
 #: How long past its view's TTL a record is kept (so it reads as expired, not missing).
 DEFAULT_GRACE_S = 3600.0
@@ -148,6 +150,42 @@ def assemble(
                 append(nothing)
         result.append(rows)
     return result
+
+
+def numbers(
+    reads: Sequence[ViewRead], records: Sequence[Sequence[Record | None]]
+) -> list[NumberRead]:
+    """:class:`NumberRead` per read from the records found (aligned with the keys)."""
+    result: list[NumberRead] = []
+    for read, found in zip(reads, records, strict=True):
+        names = read.features
+        nothing = [_NAN] * len(names)
+        stamps: list[float] = []
+        table: list[list[Any]] = []
+        for record in found:
+            if record is None:
+                stamps.append(_NAN)
+                table.append(nothing)
+                continue
+            stamps.append(record.event_ts)
+            values = record.values
+            table.append(
+                [
+                    value if type(value := values.get(name)) in _NUMBER_TYPES else _NAN
+                    for name in names
+                ]
+            )
+        result.append(
+            NumberRead(
+                np.array(stamps, dtype=np.float64),
+                np.array(table, dtype=np.float32).reshape(len(found), len(names)),
+            )
+        )
+    return result
+
+
+_NAN = float("nan")
+_NUMBER_TYPES = (float, int, bool)
 
 
 def _default(read: ViewRead, name: str) -> Any:
