@@ -515,9 +515,43 @@ async def test_redis_keys_follow_the_layout_and_live_ttl_plus_grace(
     assert client is not None
     key = f"{redis_backend.prefix}:{redis_backend.tenant}:user_stats:u:1 x"
     stored = await client.hgetall(key)
-    assert stored == {b"ts": repr(ts).encode(), b"v": b'{"clicks":7}'}
+    numbers = [field for field in stored if field.startswith(b"n:")]
+    assert len(numbers) == 1
+    assert stored[b"ts"] == repr(ts).encode() and stored[b"v"] == b'{"clicks":7}'
+    # One float32 per feature of the view, in its order; NaN where the row has no value.
+    packed = np.frombuffer(stored[numbers[0]], dtype="<f4")
+    assert len(packed) == len(SPECS) and packed[0] == 7 and np.isnan(packed[1:]).all()
     ttl_ms = await client.pttl(key)
     assert (30.0 + GRACE_S) * 1000 - 2000 < ttl_ms <= (30.0 + GRACE_S) * 1000
+
+
+async def test_numbers_written_by_another_version_of_the_view_are_read_from_the_json(
+    redis_backend: Backend,
+) -> None:
+    old = redis_backend.view()
+    ts = time.time()
+    await redis_backend.store.write(old, [FeatureRow("u1", {"clicks": 3, "ctr": 0.25}, ts)])
+    # Version 2 lists its features in another order and adds one: another packing.
+    newer = FeatureView(
+        old.tenant,
+        old.name,
+        2,
+        old.entity,
+        (FeatureSpec("visits", "int", 0), *reversed(old.features)),
+        old.ttl_s,
+    )
+    (got,) = await redis_backend.store.read_numbers(
+        [read_of(newer, "u1", features=("ctr", "visits", "clicks"))]
+    )
+    np.testing.assert_array_equal(got.values, np.array([[0.25, np.nan, 3]], dtype=np.float32))
+    # A row written by version 2 replaces the record, version 1's numbers with it.
+    await redis_backend.store.write(newer, [FeatureRow("u1", {"visits": 9}, ts + 1)])
+    client = redis_backend.redis
+    assert client is not None
+    fields = await client.hkeys(f"{redis_backend.prefix}:{redis_backend.tenant}:{old.name}:u1")
+    assert len([f for f in fields if f.startswith(b"n:")]) == 1
+    (got,) = await redis_backend.store.read_numbers([read_of(old, "u1", features=("clicks",))])
+    assert np.isnan(got.values).all() and got.event_ts[0] == ts + 1
 
 
 async def test_default_key_prefix_is_mp_f() -> None:

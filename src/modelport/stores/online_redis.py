@@ -3,17 +3,22 @@
 Key layout: one hash per tenant, view and entity key::
 
     {prefix}:{tenant}:{view}:{entity_key}      (prefix ``mp:f`` by default)
-        ts   event time, seconds since the epoch, as Python's repr of the float
-        v    the values: one JSON object, feature -> value (orjson)
+        ts        event time, seconds since the epoch, as Python's repr of the float
+        v         the values: one JSON object, feature -> value (orjson)
+        n:{hash}  the same values as numbers for the feature join: little-endian float32, one
+                  per feature of the view in its order (NaN where the row has no value or the
+                  feature is a string); ``hash`` names that list of features
 
 Tenant and view names cannot contain ``:``, so the key parses unambiguously; the entity key is
 everything after the third separator. One JSON blob per entity keeps a read at two fields per
-key, whatever the number of features.
+key, whatever the number of features; the packed numbers let the feature join fill a batch's
+tensors without decoding JSON. A reader whose view lists other features (another version of
+the view wrote the row) finds no ``n:`` field under its hash and decodes ``v`` instead.
 
 Writes go through one Lua script per chunk of rows: a row whose stored event time is newer is
-skipped (stale); otherwise ``ts`` and ``v`` are replaced and the key expires at
-``event_ts + ttl + grace`` (``PEXPIREAT``), so a value past its TTL still reads as ``expired``
-for the grace period before it reads as ``missing``.
+skipped (stale); otherwise the hash is replaced (``ts``, ``v`` and the ``n:`` field of the
+writing view) and the key expires at ``event_ts + ttl + grace`` (``PEXPIREAT``), so a value past
+its TTL still reads as ``expired`` for the grace period before it reads as ``missing``.
 
 Reads are one round trip too: one read-only Lua script doing ``HMGET key ts v`` for every key of
 every view read (several script calls in one pipeline past ``READ_CHUNK`` keys). A pipeline of
@@ -30,10 +35,11 @@ connection pool, so worker threads never touch the event loop.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,6 +56,7 @@ from redis.retry import Retry
 from modelport.errors import FeatureStoreUnavailable
 from modelport.stores.online import (
     FeatureRow,
+    FeatureSpec,
     FeatureView,
     NumberRead,
     ReadResult,
@@ -65,18 +72,23 @@ DEFAULT_PREFIX = "mp:f"
 #: Rows per script call: bounds how long one call holds Redis (about a millisecond).
 CHUNK_ROWS = 1000
 
-# KEYS: one per row. ARGV, three per row: event ts, expiry (ms since the epoch), values (JSON).
-# An equal event time wins, as in the memory backend (see online_values.wins).
+# KEYS: one per row. ARGV: the name of the numbers field, then four per row: event ts, expiry
+# (ms since the epoch), values (JSON), numbers (packed). An equal event time wins, as in the
+# memory backend (see online_values.wins). The row replaces the whole hash, so numbers packed
+# for another version of the view do not outlive it.
 _WRITE = """
 local written, stale = 0, 0
+local field = ARGV[1]
 for i = 1, #KEYS do
-  local ts = ARGV[3 * i - 2]
+  local at = 4 * i - 2
+  local ts = ARGV[at]
   local stored = redis.call('HGET', KEYS[i], 'ts')
   if stored and tonumber(stored) > tonumber(ts) then
     stale = stale + 1
   else
-    redis.call('HSET', KEYS[i], 'ts', ts, 'v', ARGV[3 * i])
-    redis.call('PEXPIREAT', KEYS[i], ARGV[3 * i - 1])
+    redis.call('DEL', KEYS[i])
+    redis.call('HSET', KEYS[i], 'ts', ts, 'v', ARGV[at + 2], field, ARGV[at + 3])
+    redis.call('PEXPIREAT', KEYS[i], ARGV[at + 1])
     written = written + 1
   end
 end
@@ -99,54 +111,25 @@ return out
 #: call holds Redis for more than about a millisecond.
 READ_CHUNK = 1000
 
-# The feature join's read: the numbers of the requested features, packed by Redis.
-# KEYS: the keys of every segment, in order. ARGV: the number of segments, then per segment
-# its number of keys, its number of features and the feature names. Returns per key its event
-# time (nil without a record) and its values as little-endian float32 (nil without a record;
-# NaN for a feature the record lacks or that is not a number; booleans as 1 and 0). Decoding
-# the JSON here costs Redis a few microseconds per key and saves the server's event loop
-# thread a JSON decode, a dict and an object per value.
+# The feature join's read. KEYS: the keys of every segment, in order. ARGV: the number of
+# segments, then per segment its number of keys and the name of its numbers field. Returns
+# three items per key: the event time, the packed numbers, and the JSON values only when the
+# numbers are not there (nil, nil, nil without a record).
 _READ_NUMBERS = """
 local out = {}
-local nan = 0 / 0
 local key = 0
 local arg = 2
 for _ = 1, tonumber(ARGV[1]) do
-  local nkeys, nfeatures = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
-  local names = {}
-  for j = 1, nfeatures do
-    names[j] = ARGV[arg + 1 + j]
-  end
-  arg = arg + 2 + nfeatures
+  local nkeys, field = tonumber(ARGV[arg]), ARGV[arg + 1]
+  arg = arg + 2
   for _ = 1, nkeys do
     key = key + 1
-    local found = redis.call('HMGET', KEYS[key], 'ts', 'v')
-    out[2 * key - 1] = found[1]
-    out[2 * key] = false
-    if found[1] then
-      local ok, values = pcall(cjson.decode, found[2])
-      if not ok or type(values) ~= 'table' then
-        values = {}
-      end
-      local row = {}
-      for j = 1, nfeatures do
-        local value = values[names[j]]
-        local kind = type(value)
-        if kind == 'number' then
-          row[j] = value
-        elseif kind == 'boolean' then
-          row[j] = value and 1 or 0
-        else
-          row[j] = nan
-        end
-      end
-      local parts = {}
-      for first = 1, nfeatures, 500 do
-        local last = math.min(first + 499, nfeatures)
-        parts[#parts + 1] = struct.pack('<' .. string.rep('f', last - first + 1),
-          unpack(row, first, last))
-      end
-      out[2 * key] = table.concat(parts)
+    local found = redis.call('HMGET', KEYS[key], 'ts', field)
+    out[3 * key - 2] = found[1]
+    out[3 * key - 1] = found[2]
+    out[3 * key] = false
+    if found[1] and not found[2] then
+      out[3 * key] = redis.call('HGET', KEYS[key], 'v')
     end
   end
 end
@@ -279,7 +262,8 @@ class RedisOnlineStore:
         self, view: FeatureView, rows: Sequence[FeatureRow]
     ) -> tuple[list[str], list[str | bytes]]:
         keys: list[str] = []
-        args: list[str | bytes] = []
+        layout = _layout(view.features)
+        args: list[str | bytes] = [layout.field]
         keep_s = view.ttl_s + self._grace_s
         for row in rows:
             keys.append(self.key(view.tenant, view.name, row.entity))
@@ -287,6 +271,7 @@ class RedisOnlineStore:
                 repr(float(row.event_ts)),
                 str(math.ceil((row.event_ts + keep_s) * 1000)),
                 orjson.dumps(row.values),
+                layout.pack(row.values),
             )
         return keys, args
 
@@ -306,6 +291,7 @@ class RedisOnlineStore:
         count = 0
         for read in reads:
             base = f"{self._prefix}:{read.view.tenant}:{read.view.name}:"
+            field = _layout(read.view.features).field
             start = 0
             while start < len(read.keys):
                 if len(keys) == READ_CHUNK:
@@ -313,7 +299,7 @@ class RedisOnlineStore:
                     keys, segments, count = [], [], 0
                 taken = read.keys[start : start + READ_CHUNK - len(keys)]
                 keys += [base + entity_key for entity_key in taken]
-                segments += (len(taken), len(read.features), *read.features)
+                segments += (len(taken), field)
                 count += 1
                 start += len(taken)
         if keys or not calls:
@@ -335,23 +321,77 @@ class RedisOnlineStore:
 
 
 def _number_reads(reads: Sequence[ViewRead], flat: list[Any]) -> list[NumberRead]:
-    """The script's flat reply (event time and packed values per key) as NumberRead per read."""
+    """The script's flat reply (three items per key) as NumberRead per read."""
     result: list[NumberRead] = []
     at = 0
     for read in reads:
-        width = len(read.features)
-        end = at + 2 * len(read.keys)
-        nothing = _NAN_BYTES * width
-        stamps = [_NAN if ts is None else float(ts) for ts in flat[at:end:2]]
-        packed = b"".join([nothing if blob is None else blob for blob in flat[at + 1 : end : 2]])
-        values = np.frombuffer(packed, dtype="<f4").reshape(len(read.keys), width)
-        result.append(NumberRead(np.array(stamps, dtype=np.float64), values))
+        layout = _layout(read.view.features)
+        end = at + 3 * len(read.keys)
+        stamps = [_NAN if ts is None else float(ts) for ts in flat[at:end:3]]
+        blobs = flat[at + 1 : end : 3]
+        for i, (blob, values) in enumerate(zip(blobs, flat[at + 2 : end : 3], strict=True)):
+            if blob is None:
+                # No record, or one another version of the view wrote: from its JSON.
+                blobs[i] = layout.nothing if values is None else layout.pack(orjson.loads(values))
+        packed = np.frombuffer(b"".join(blobs), dtype="<f4")
+        matrix = packed.reshape(len(read.keys), len(layout.names))
+        result.append(
+            NumberRead(np.array(stamps, dtype=np.float64), matrix[:, layout.columns(read.features)])
+        )
         at = end
     return result
 
 
+class _Layout:
+    """How a view's values are packed as numbers: its features in order, and the field that
+    holds them (named by a hash of that order)."""
+
+    def __init__(self, features: tuple[FeatureSpec, ...]) -> None:
+        self.names = tuple(spec.name for spec in features)
+        digest = hashlib.blake2b("\x1f".join(self.names).encode(), digest_size=6).hexdigest()
+        self.field = f"n:{digest}"
+        self.nothing = _NAN_BYTES * len(self.names)
+        self._struct = struct.Struct(f"<{len(self.names)}f")
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._columns: dict[tuple[str, ...], np.ndarray] = {}
+
+    def pack(self, values: Mapping[str, Any]) -> bytes:
+        row = [_number(values.get(name)) for name in self.names]
+        try:
+            return self._struct.pack(*row)
+        except OverflowError:  # beyond float32: numpy rounds to inf, as a join would
+            return np.array(row, dtype=np.float64).astype("<f4").tobytes()
+
+    def columns(self, features: tuple[str, ...]) -> np.ndarray:
+        found = self._columns.get(features)
+        if found is None:
+            found = self._columns[features] = np.array(
+                [self._index[name] for name in features], dtype=np.intp
+            )
+        return found
+
+
+def _number(value: Any) -> float:
+    return float(value) if type(value) in _NUMBER_TYPES else _NAN
+
+
+def _layout(features: tuple[FeatureSpec, ...]) -> _Layout:
+    """The layout of a view's features, cached by the tuple's identity (views are immutable
+    and cached by the feature service, so this skips hashing every spec on every batch)."""
+    found = _LAYOUTS.get(id(features))
+    if found is None or found[0] is not features:
+        if len(_LAYOUTS) >= 1024:
+            _LAYOUTS.clear()
+        found = _LAYOUTS[id(features)] = (features, _Layout(features))
+    return found[1]
+
+
+_LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
+
+
 _NAN = float("nan")
 _NAN_BYTES = struct.pack("<f", _NAN)
+_NUMBER_TYPES = (float, int, bool)
 
 
 @contextmanager
