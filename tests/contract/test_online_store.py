@@ -8,6 +8,7 @@ import os
 import random
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -515,23 +516,31 @@ async def test_redis_keys_follow_the_layout_and_live_ttl_plus_grace(
     assert client is not None
     key = f"{redis_backend.prefix}:{redis_backend.tenant}:user_stats:u:1 x"
     stored = await client.hgetall(key)
-    numbers = [field for field in stored if field.startswith(b"n:")]
-    assert len(numbers) == 1
-    assert stored[b"ts"] == repr(ts).encode() and stored[b"v"] == b'{"clicks":7}'
-    # One float32 per feature of the view, in its order; NaN where the row has no value.
-    packed = np.frombuffer(stored[numbers[0]], dtype="<f4")
-    assert len(packed) == len(SPECS) and packed[0] == 7 and np.isnan(packed[1:]).all()
+    assert stored == {b"ts": repr(ts).encode(), b"v": b'{"clicks":7}'}
     ttl_ms = await client.pttl(key)
     assert (30.0 + GRACE_S) * 1000 - 2000 < ttl_ms <= (30.0 + GRACE_S) * 1000
+    # The numbers: a 6-byte hash of the feature list, the event time, one float32 per feature
+    # of the view in its order (NaN where the row has no value); same expiry.
+    numbers_key = f"{redis_backend.prefix}:{redis_backend.tenant}:user_stats/n:u:1 x"
+    packed = await client.get(numbers_key)
+    assert packed is not None and len(packed) == 6 + 8 + 4 * len(SPECS)
+    assert struct.unpack("<d", packed[6:14])[0] == ts
+    values = np.frombuffer(packed[14:], dtype="<f4")
+    assert values[0] == 7 and np.isnan(values[1:]).all()
+    assert abs(await client.pttl(numbers_key) - ttl_ms) < 2000
 
 
-async def test_numbers_written_by_another_version_of_the_view_are_read_from_the_json(
+async def test_the_join_reads_keys_without_usable_numbers_from_their_records(
     redis_backend: Backend,
 ) -> None:
     old = redis_backend.view()
     ts = time.time()
-    await redis_backend.store.write(old, [FeatureRow("u1", {"clicks": 3, "ctr": 0.25}, ts)])
-    # Version 2 lists its features in another order and adds one: another packing.
+    await redis_backend.store.write(
+        old,
+        [FeatureRow("u1", {"clicks": 3, "ctr": 0.25}, ts), FeatureRow("u2", {"ctr": 1.5}, ts)],
+    )
+    # Version 2 lists its features in another order and adds one: its numbers are packed
+    # differently, so u1's and u2's numbers are not its own.
     newer = FeatureView(
         old.tenant,
         old.name,
@@ -540,18 +549,30 @@ async def test_numbers_written_by_another_version_of_the_view_are_read_from_the_
         (FeatureSpec("visits", "int", 0), *reversed(old.features)),
         old.ttl_s,
     )
-    (got,) = await redis_backend.store.read_numbers(
-        [read_of(newer, "u1", features=("ctr", "visits", "clicks"))]
-    )
-    np.testing.assert_array_equal(got.values, np.array([[0.25, np.nan, 3]], dtype=np.float32))
-    # A row written by version 2 replaces the record, version 1's numbers with it.
-    await redis_backend.store.write(newer, [FeatureRow("u1", {"visits": 9}, ts + 1)])
     client = redis_backend.redis
     assert client is not None
-    fields = await client.hkeys(f"{redis_backend.prefix}:{redis_backend.tenant}:{old.name}:u1")
-    assert len([f for f in fields if f.startswith(b"n:")]) == 1
+    # A row that predates the numbers keys has none at all.
+    await client.delete(f"{redis_backend.prefix}:{redis_backend.tenant}:{old.name}/n:u2")
+    read = read_of(newer, "u1", "nobody", "u2", features=("ctr", "visits", "clicks"))
+    for numbers in (
+        await redis_backend.store.read_numbers([read]),
+        await asyncio.to_thread(redis_backend.store.read_numbers_blocking, [read]),
+    ):
+        (got,) = numbers
+        np.testing.assert_array_equal(
+            got.values,
+            np.array(
+                [[0.25, np.nan, 3], [np.nan, np.nan, np.nan], [1.5, np.nan, np.nan]],
+                dtype=np.float32,
+            ),
+        )
+        assert got.event_ts[0] == ts and np.isnan(got.event_ts[1]) and got.event_ts[2] == ts
+    # A row written by version 2 replaces the numbers: version 1 then reads it from the record.
+    await redis_backend.store.write(newer, [FeatureRow("u1", {"visits": 9}, ts + 1)])
     (got,) = await redis_backend.store.read_numbers([read_of(old, "u1", features=("clicks",))])
     assert np.isnan(got.values).all() and got.event_ts[0] == ts + 1
+    (got,) = await redis_backend.store.read_numbers([read_of(newer, "u1", features=("visits",))])
+    assert got.values[0, 0] == 9
 
 
 async def test_default_key_prefix_is_mp_f() -> None:

@@ -3,22 +3,26 @@
 Key layout: one hash per tenant, view and entity key::
 
     {prefix}:{tenant}:{view}:{entity_key}      (prefix ``mp:f`` by default)
-        ts        event time, seconds since the epoch, as Python's repr of the float
-        v         the values: one JSON object, feature -> value (orjson)
-        n:{hash}  the same values as numbers for the feature join: little-endian float32, one
-                  per feature of the view in its order (NaN where the row has no value or the
-                  feature is a string); ``hash`` names that list of features
+        ts   event time, seconds since the epoch, as Python's repr of the float
+        v    the values: one JSON object, feature -> value (orjson)
 
-Tenant and view names cannot contain ``:``, so the key parses unambiguously; the entity key is
-everything after the third separator. One JSON blob per entity keeps a read at two fields per
-key, whatever the number of features; the packed numbers let the feature join fill a batch's
-tensors without decoding JSON. A reader whose view lists other features (another version of
-the view wrote the row) finds no ``n:`` field under its hash and decodes ``v`` instead.
+    {prefix}:{tenant}:{view}/n:{entity_key}    a string: the same values as numbers, for the
+        feature join: a 6-byte hash naming the view's list of features, the event time
+        (float64) and one float32 per feature in the view's order (NaN where the row has no
+        value or the feature is a string); little-endian
+
+Tenant and view names cannot contain ``:`` or ``/``, so the keys parse unambiguously; the
+entity key is everything after the third separator. One JSON blob per entity keeps a read at
+two fields per key, whatever the number of features; the numbers let the feature join read a
+whole batch with one ``MGET`` and fill its tensors without decoding JSON.
 
 Writes go through one Lua script per chunk of rows: a row whose stored event time is newer is
-skipped (stale); otherwise the hash is replaced (``ts``, ``v`` and the ``n:`` field of the
-writing view) and the key expires at ``event_ts + ttl + grace`` (``PEXPIREAT``), so a value past
-its TTL still reads as ``expired`` for the grace period before it reads as ``missing``.
+skipped (stale); otherwise ``ts``, ``v`` and the numbers are replaced and both keys expire at
+``event_ts + ttl + grace`` (``PEXPIREAT``, ``SET ... PXAT``), so a value past its TTL still reads
+as ``expired`` for the grace period before it reads as ``missing``. The join reads a key whose
+numbers are absent or were packed for another list of features (another version of the view
+wrote the row, or it predates the numbers) from the hash, in a second round trip for those keys
+only; so does a key with no record at all.
 
 Reads are one round trip too: one read-only Lua script doing ``HMGET key ts v`` for every key of
 every view read (several script calls in one pipeline past ``READ_CHUNK`` keys). A pipeline of
@@ -72,23 +76,22 @@ DEFAULT_PREFIX = "mp:f"
 #: Rows per script call: bounds how long one call holds Redis (about a millisecond).
 CHUNK_ROWS = 1000
 
-# KEYS: one per row. ARGV: the name of the numbers field, then four per row: event ts, expiry
-# (ms since the epoch), values (JSON), numbers (packed). An equal event time wins, as in the
-# memory backend (see online_values.wins). The row replaces the whole hash, so numbers packed
-# for another version of the view do not outlive it.
+# KEYS: two per row, the hash and the numbers key. ARGV, four per row: event ts, expiry (ms
+# since the epoch), values (JSON), numbers (packed). An equal event time wins, as in the memory
+# backend (see online_values.wins).
 _WRITE = """
 local written, stale = 0, 0
-local field = ARGV[1]
-for i = 1, #KEYS do
-  local at = 4 * i - 2
+for i = 1, #KEYS / 2 do
+  local key, numbers = KEYS[2 * i - 1], KEYS[2 * i]
+  local at = 4 * i - 3
   local ts = ARGV[at]
-  local stored = redis.call('HGET', KEYS[i], 'ts')
+  local stored = redis.call('HGET', key, 'ts')
   if stored and tonumber(stored) > tonumber(ts) then
     stale = stale + 1
   else
-    redis.call('DEL', KEYS[i])
-    redis.call('HSET', KEYS[i], 'ts', ts, 'v', ARGV[at + 2], field, ARGV[at + 3])
-    redis.call('PEXPIREAT', KEYS[i], ARGV[at + 1])
+    redis.call('HSET', key, 'ts', ts, 'v', ARGV[at + 2])
+    redis.call('PEXPIREAT', key, ARGV[at + 1])
+    redis.call('SET', numbers, ARGV[at + 3], 'PXAT', ARGV[at + 1])
     written = written + 1
   end
 end
@@ -111,31 +114,6 @@ return out
 #: call holds Redis for more than about a millisecond.
 READ_CHUNK = 1000
 
-# The feature join's read. KEYS: the keys of every segment, in order. ARGV: the number of
-# segments, then per segment its number of keys and the name of its numbers field. Returns
-# three items per key: the event time, the packed numbers, and the JSON values only when the
-# numbers are not there (nil, nil, nil without a record).
-_READ_NUMBERS = """
-local out = {}
-local key = 0
-local arg = 2
-for _ = 1, tonumber(ARGV[1]) do
-  local nkeys, field = tonumber(ARGV[arg]), ARGV[arg + 1]
-  arg = arg + 2
-  for _ = 1, nkeys do
-    key = key + 1
-    local found = redis.call('HMGET', KEYS[key], 'ts', field)
-    out[3 * key - 2] = found[1]
-    out[3 * key - 1] = found[2]
-    out[3 * key] = false
-    if found[1] and not found[2] then
-      out[3 * key] = redis.call('HGET', KEYS[key], 'v')
-    end
-  end
-end
-return out
-"""
-
 
 class RedisOnlineStore:
     def __init__(
@@ -153,8 +131,6 @@ class RedisOnlineStore:
         self._script = client.register_script(_WRITE)
         self._read_script = client.register_script(_READ)
         self._sync_read_script = sync_client.register_script(_READ)
-        self._numbers_script = client.register_script(_READ_NUMBERS)
-        self._sync_numbers_script = sync_client.register_script(_READ_NUMBERS)
 
     @classmethod
     def from_url(
@@ -227,30 +203,34 @@ class RedisOnlineStore:
         return self._records(reads, flat)
 
     async def read_numbers(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
-        calls = self._number_calls(reads)
+        keys = self._number_keys(reads)
         with _unavailable("read"):
-            if len(calls) == 1:
-                keys, args = calls[0]
-                flat = await self._numbers_script(keys=keys, args=args)
+            if len(keys) <= READ_CHUNK:
+                blobs = await self._client.mget(keys) if keys else []
             else:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        await self._numbers_script(keys=keys, args=args, client=pipe)
-                    flat = [item for reply in await pipe.execute() for item in reply]
-        return _number_reads(reads, flat)
+                    for start in range(0, len(keys), READ_CHUNK):
+                        pipe.mget(keys[start : start + READ_CHUNK])
+                    blobs = [blob for reply in await pipe.execute() for blob in reply]
+        parsed = _Numbers(reads, blobs)
+        if parsed.gaps:
+            parsed.fill(await self.read_records(parsed.gap_reads()))
+        return parsed.result()
 
     def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
-        calls = self._number_calls(reads)
+        keys = self._number_keys(reads)
         with _unavailable("read"):
-            if len(calls) == 1:
-                keys, args = calls[0]
-                flat = self._sync_numbers_script(keys=keys, args=args)
+            if len(keys) <= READ_CHUNK:
+                blobs = self._sync.mget(keys) if keys else []
             else:
                 with self._sync.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        self._sync_numbers_script(keys=keys, args=args, client=pipe)
-                    flat = [item for reply in pipe.execute() for item in reply]
-        return _number_reads(reads, flat)
+                    for start in range(0, len(keys), READ_CHUNK):
+                        pipe.mget(keys[start : start + READ_CHUNK])
+                    blobs = [blob for reply in pipe.execute() for blob in reply]
+        parsed = _Numbers(reads, blobs)
+        if parsed.gaps:
+            parsed.fill(self.read_records_blocking(parsed.gap_reads()))
+        return parsed.result()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -258,20 +238,26 @@ class RedisOnlineStore:
 
     # ------------------------------------------------------------------ helpers
 
+    def numbers_key(self, tenant: str, view: str, entity_key: str) -> str:
+        return f"{self._prefix}:{tenant}:{view}/n:{entity_key}"
+
     def _write_args(
         self, view: FeatureView, rows: Sequence[FeatureRow]
     ) -> tuple[list[str], list[str | bytes]]:
         keys: list[str] = []
+        args: list[str | bytes] = []
         layout = _layout(view.features)
-        args: list[str | bytes] = [layout.field]
         keep_s = view.ttl_s + self._grace_s
         for row in rows:
-            keys.append(self.key(view.tenant, view.name, row.entity))
+            keys += (
+                self.key(view.tenant, view.name, row.entity),
+                self.numbers_key(view.tenant, view.name, row.entity),
+            )
             args += (
                 repr(float(row.event_ts)),
                 str(math.ceil((row.event_ts + keep_s) * 1000)),
                 orjson.dumps(row.values),
-                layout.pack(row.values),
+                layout.pack(float(row.event_ts), row.values),
             )
         return keys, args
 
@@ -282,29 +268,12 @@ class RedisOnlineStore:
             keys += [base + entity_key for entity_key in read.keys]
         return keys
 
-    def _number_calls(self, reads: Sequence[ViewRead]) -> list[tuple[list[str], list[Any]]]:
-        """The read-numbers script calls for ``reads``: (keys, args) each, at most
-        ``READ_CHUNK`` keys per call (a read's keys may span calls)."""
-        calls: list[tuple[list[str], list[Any]]] = []
+    def _number_keys(self, reads: Sequence[ViewRead]) -> list[str]:
         keys: list[str] = []
-        segments: list[Any] = []
-        count = 0
         for read in reads:
-            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}:"
-            field = _layout(read.view.features).field
-            start = 0
-            while start < len(read.keys):
-                if len(keys) == READ_CHUNK:
-                    calls.append((keys, [count, *segments]))
-                    keys, segments, count = [], [], 0
-                taken = read.keys[start : start + READ_CHUNK - len(keys)]
-                keys += [base + entity_key for entity_key in taken]
-                segments += (len(taken), field)
-                count += 1
-                start += len(taken)
-        if keys or not calls:
-            calls.append((keys, [count, *segments]))
-        return calls
+            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}/n:"
+            keys += [base + entity_key for entity_key in read.keys]
+        return keys
 
     def _records(self, reads: Sequence[ViewRead], flat: list[Any]) -> list[list[Record | None]]:
         loads = orjson.loads
@@ -320,47 +289,76 @@ class RedisOnlineStore:
         return records
 
 
-def _number_reads(reads: Sequence[ViewRead], flat: list[Any]) -> list[NumberRead]:
-    """The script's flat reply (three items per key) as NumberRead per read."""
-    result: list[NumberRead] = []
-    at = 0
-    for read in reads:
-        layout = _layout(read.view.features)
-        end = at + 3 * len(read.keys)
-        stamps = [_NAN if ts is None else float(ts) for ts in flat[at:end:3]]
-        blobs = flat[at + 1 : end : 3]
-        for i, (blob, values) in enumerate(zip(blobs, flat[at + 2 : end : 3], strict=True)):
-            if blob is None:
-                # No record, or one another version of the view wrote: from its JSON.
-                blobs[i] = layout.nothing if values is None else layout.pack(orjson.loads(values))
-        packed = np.frombuffer(b"".join(blobs), dtype="<f4")
-        matrix = packed.reshape(len(read.keys), len(layout.names))
-        result.append(
-            NumberRead(np.array(stamps, dtype=np.float64), matrix[:, layout.columns(read.features)])
-        )
-        at = end
-    return result
+class _Numbers:
+    """The join's read from the numbers keys (``MGET`` replies aligned with the reads' keys):
+    the keys whose numbers are usable go straight into arrays; the others (``gaps``: no
+    numbers key, or numbers packed for another list of features) are filled from their
+    records."""
+
+    def __init__(self, reads: Sequence[ViewRead], blobs: Sequence[Any]) -> None:
+        self._reads = reads
+        self.gaps: list[list[int]] = []
+        self._stamps: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        at = 0
+        for read in reads:
+            layout = _layout(read.view.features)
+            mine = blobs[at : at + len(read.keys)]
+            at += len(read.keys)
+            # A blob is usable when it was packed for this list of features (its size and
+            # leading hash say so): inline, as this runs for every key of every batch.
+            size, digest, nothing = layout.dtype.itemsize, layout.digest, layout.nothing
+            usable = [
+                blob if blob is not None and len(blob) == size and blob[:6] == digest else nothing
+                for blob in mine
+            ]
+            self.gaps.append([i for i, blob in enumerate(usable) if blob is layout.nothing])
+            packed = np.frombuffer(b"".join(usable), dtype=layout.dtype)
+            self._stamps.append(packed["ts"].astype(np.float64))
+            self._values.append(packed["values"][:, layout.columns(read.features)])
+        if not any(self.gaps):
+            self.gaps = []
+
+    def gap_reads(self) -> list[ViewRead]:
+        return [
+            ViewRead(read.view, read.features, tuple(read.keys[i] for i in gaps))
+            for read, gaps in zip(self._reads, self.gaps, strict=True)
+        ]
+
+    def fill(self, records: Sequence[Sequence[Record | None]]) -> None:
+        for read, gaps, found, stamps, values in zip(
+            self._reads, self.gaps, records, self._stamps, self._values, strict=True
+        ):
+            for row, record in zip(gaps, found, strict=True):
+                if record is not None:
+                    stamps[row] = record.event_ts
+                    values[row] = [_number(record.values.get(name)) for name in read.features]
+
+    def result(self) -> list[NumberRead]:
+        return [NumberRead(*pair) for pair in zip(self._stamps, self._values, strict=True)]
 
 
 class _Layout:
-    """How a view's values are packed as numbers: its features in order, and the field that
-    holds them (named by a hash of that order)."""
+    """How the numbers of a view's rows are packed: its features in order, named by a hash."""
 
     def __init__(self, features: tuple[FeatureSpec, ...]) -> None:
         self.names = tuple(spec.name for spec in features)
-        digest = hashlib.blake2b("\x1f".join(self.names).encode(), digest_size=6).hexdigest()
-        self.field = f"n:{digest}"
-        self.nothing = _NAN_BYTES * len(self.names)
-        self._struct = struct.Struct(f"<{len(self.names)}f")
+        self.digest = hashlib.blake2b("\x1f".join(self.names).encode(), digest_size=6).digest()
+        self.dtype = np.dtype(
+            [("digest", "V6"), ("ts", "<f8"), ("values", "<f4", (len(self.names),))]
+        )
+        self._struct = struct.Struct(f"<6sd{len(self.names)}f")
+        self.nothing = self._struct.pack(self.digest, _NAN, *([_NAN] * len(self.names)))
         self._index = {name: i for i, name in enumerate(self.names)}
         self._columns: dict[tuple[str, ...], np.ndarray] = {}
 
-    def pack(self, values: Mapping[str, Any]) -> bytes:
+    def pack(self, event_ts: float, values: Mapping[str, Any]) -> bytes:
         row = [_number(values.get(name)) for name in self.names]
         try:
-            return self._struct.pack(*row)
-        except OverflowError:  # beyond float32: numpy rounds to inf, as a join would
-            return np.array(row, dtype=np.float64).astype("<f4").tobytes()
+            return self._struct.pack(self.digest, event_ts, *row)
+        except OverflowError:  # beyond float32: inf, as numpy would make it
+            numbers = np.array(row, dtype=np.float64).astype("<f4").tobytes()
+            return self.digest + struct.pack("<d", event_ts) + numbers
 
     def columns(self, features: tuple[str, ...]) -> np.ndarray:
         found = self._columns.get(features)
@@ -390,7 +388,6 @@ _LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
 
 
 _NAN = float("nan")
-_NAN_BYTES = struct.pack("<f", _NAN)
 _NUMBER_TYPES = (float, int, bool)
 
 
