@@ -447,6 +447,13 @@ async def test_read_numbers_holds_what_read_holds_as_float32(backend: Backend) -
     assert await backend.store.read_numbers([]) == []
 
 
+async def test_read_numbers_gives_a_float_beyond_float32_as_inf(backend: Backend) -> None:
+    view = backend.view()
+    await backend.store.write(view, [FeatureRow("u1", {"ctr": -1e39, "clicks": 1}, time.time())])
+    (got,) = await backend.store.read_numbers([read_of(view, "u1", features=("ctr", "clicks"))])
+    np.testing.assert_array_equal(got.values, np.array([[-np.inf, 1]], dtype=np.float32))
+
+
 async def test_read_numbers_of_thousands_of_keys_stays_aligned(backend: Backend) -> None:
     """Past 1,000 keys the Redis backend splits the read into several script calls, some of
     them carrying the end of one read and the start of the next."""

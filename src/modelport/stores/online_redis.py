@@ -356,8 +356,9 @@ class _Layout:
         row = [_number(values.get(name)) for name in self.names]
         try:
             return self._struct.pack(self.digest, event_ts, *row)
-        except OverflowError:  # beyond float32: inf, as numpy would make it
-            numbers = np.array(row, dtype=np.float64).astype("<f4").tobytes()
+        except OverflowError:  # beyond float32: inf, as the tensor would hold it anyway
+            with np.errstate(over="ignore"):
+                numbers = np.array(row, dtype=np.float64).astype("<f4").tobytes()
             return self.digest + struct.pack("<d", event_ts) + numbers
 
     def columns(self, features: tuple[str, ...]) -> np.ndarray:

@@ -175,12 +175,9 @@ def numbers(
                     for name in names
                 ]
             )
-        result.append(
-            NumberRead(
-                np.array(stamps, dtype=np.float64),
-                np.array(table, dtype=np.float32).reshape(len(found), len(names)),
-            )
-        )
+        with np.errstate(over="ignore"):  # a float beyond float32 reads as inf
+            matrix = np.array(table, dtype=np.float32).reshape(len(found), len(names))
+        result.append(NumberRead(np.array(stamps, dtype=np.float64), matrix))
     return result
 
 
