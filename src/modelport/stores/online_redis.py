@@ -52,8 +52,10 @@ import orjson
 import redis
 import structlog
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -147,7 +149,7 @@ class RedisOnlineStore:
             "socket_connect_timeout": timeout_s,
         }
         return cls(
-            AsyncRedis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **bounds),
+            _packing_in_c(AsyncRedis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **bounds)),
             redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **bounds),
             prefix=prefix,
             grace_s=grace_s,
@@ -390,6 +392,28 @@ _LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
 
 _NAN = float("nan")
 _NUMBER_TYPES = (float, int, bool)
+
+
+class _HiredisPacking(AsyncConnection):
+    """An asyncio connection that packs commands with hiredis, as redis-py's blocking
+    connections do. The asyncio connection packs in Python, joining the growing buffer once per
+    argument: 0.5-0.8 ms for a read of 200 keys, more than Redis takes to answer it."""
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
+def _packing_in_c(client: AsyncRedis) -> AsyncRedis:
+    """``client`` with its pool's connections packing commands with hiredis (any connection
+    class: TCP, TLS or a Unix socket)."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    if not issubclass(base, _HiredisPacking):
+        pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return client
 
 
 @contextmanager
