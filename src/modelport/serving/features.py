@@ -29,6 +29,7 @@ from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
 from modelport.stores.breaker import Breaker, Call
 from modelport.stores.online import FeatureView, NumberRead, OnlineStore, ViewRead
+from modelport.stores.online_values import numbers
 
 log = structlog.get_logger("modelport.features")
 
@@ -249,16 +250,7 @@ class FeatureJoin:
             raise error or FeatureStoreUnavailable(
                 "the online feature store is unreachable; retry shortly"
             )
-        return self.assemble(
-            arrays,
-            [
-                NumberRead(
-                    np.full(len(read.keys), np.nan),
-                    np.full((len(read.keys), len(read.features)), np.nan, dtype=np.float32),
-                )
-                for read in reads
-            ],
-        )
+        return self.assemble(arrays, numbers(reads, [[None] * len(read.keys) for read in reads]))
 
     def assemble(
         self,

@@ -69,7 +69,7 @@ from modelport.stores.online import (
     ViewRead,
     WriteResult,
 )
-from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble
+from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, number, numbers
 
 log = structlog.get_logger("modelport.features")
 
@@ -205,7 +205,7 @@ class RedisOnlineStore:
         return self._records(reads, flat)
 
     async def read_numbers(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
-        keys = self._number_keys(reads)
+        keys = self._keys(reads, _NUMBERS)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
                 blobs = await self._client.mget(keys) if keys else []
@@ -220,7 +220,7 @@ class RedisOnlineStore:
         return parsed.result()
 
     def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
-        keys = self._number_keys(reads)
+        keys = self._keys(reads, _NUMBERS)
         with _unavailable("read"):
             if len(keys) <= READ_CHUNK:
                 blobs = self._sync.mget(keys) if keys else []
@@ -241,7 +241,7 @@ class RedisOnlineStore:
     # ------------------------------------------------------------------ helpers
 
     def numbers_key(self, tenant: str, view: str, entity_key: str) -> str:
-        return f"{self._prefix}:{tenant}:{view}/n:{entity_key}"
+        return self.key(tenant, view + _NUMBERS, entity_key)
 
     def _write_args(
         self, view: FeatureView, rows: Sequence[FeatureRow]
@@ -263,17 +263,11 @@ class RedisOnlineStore:
             )
         return keys, args
 
-    def _keys(self, reads: Sequence[ViewRead]) -> list[str]:
+    def _keys(self, reads: Sequence[ViewRead], kind: str = "") -> list[str]:
+        """Every read's keys, in order: the hashes, or with ``kind=_NUMBERS`` the numbers."""
         keys: list[str] = []
         for read in reads:
-            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}:"
-            keys += [base + entity_key for entity_key in read.keys]
-        return keys
-
-    def _number_keys(self, reads: Sequence[ViewRead]) -> list[str]:
-        keys: list[str] = []
-        for read in reads:
-            base = f"{self._prefix}:{read.view.tenant}:{read.view.name}/n:"
+            base = self.key(read.view.tenant, read.view.name + kind, "")
             keys += [base + entity_key for entity_key in read.keys]
         return keys
 
@@ -328,13 +322,16 @@ class _Numbers:
         ]
 
     def fill(self, records: Sequence[Sequence[Record | None]]) -> None:
-        for read, gaps, found, stamps, values in zip(
-            self._reads, self.gaps, records, self._stamps, self._values, strict=True
+        """The gaps' numbers, from the records read for ``gap_reads()``."""
+        for gaps, found, stamps, values in zip(
+            self.gaps,
+            numbers(self.gap_reads(), records),
+            self._stamps,
+            self._values,
+            strict=True,
         ):
-            for row, record in zip(gaps, found, strict=True):
-                if record is not None:
-                    stamps[row] = record.event_ts
-                    values[row] = [_number(record.values.get(name)) for name in read.features]
+            stamps[gaps] = found.event_ts
+            values[gaps] = found.values
 
     def result(self) -> list[NumberRead]:
         return [NumberRead(*pair) for pair in zip(self._stamps, self._values, strict=True)]
@@ -355,7 +352,7 @@ class _Layout:
         self._columns: dict[tuple[str, ...], np.ndarray] = {}
 
     def pack(self, event_ts: float, values: Mapping[str, Any]) -> bytes:
-        row = [_number(values.get(name)) for name in self.names]
+        row = [number(values.get(name)) for name in self.names]
         try:
             return self._struct.pack(self.digest, event_ts, *row)
         except OverflowError:  # beyond float32: inf, as the tensor would hold it anyway
@@ -370,10 +367,6 @@ class _Layout:
                 [self._index[name] for name in features], dtype=np.intp
             )
         return found
-
-
-def _number(value: Any) -> float:
-    return float(value) if type(value) in _NUMBER_TYPES else _NAN
 
 
 def _layout(features: tuple[FeatureSpec, ...]) -> _Layout:
@@ -391,7 +384,8 @@ _LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
 
 
 _NAN = float("nan")
-_NUMBER_TYPES = (float, int, bool)
+#: Appended to the view's name in the numbers keys (``{view}/n``): view names cannot hold ``/``.
+_NUMBERS = "/n"
 
 
 class _HiredisPacking(AsyncConnection):

@@ -169,16 +169,17 @@ def numbers(
                 continue
             stamps.append(record.event_ts)
             values = record.values
-            table.append(
-                [
-                    value if type(value := values.get(name)) in _NUMBER_TYPES else _NAN
-                    for name in names
-                ]
-            )
+            table.append([number(values.get(name)) for name in names])
         with np.errstate(over="ignore"):  # a float beyond float32 reads as inf
             matrix = np.array(table, dtype=np.float32).reshape(len(found), len(names))
         result.append(NumberRead(np.array(stamps, dtype=np.float64), matrix))
     return result
+
+
+def number(value: Any) -> float:
+    """A stored value as the join reads it: numbers and booleans as floats, anything else
+    (absent, a string) as NaN."""
+    return float(value) if type(value) in _NUMBER_TYPES else _NAN
 
 
 _NAN = float("nan")
