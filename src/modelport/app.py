@@ -8,7 +8,7 @@ sends a sane one), bound into the log context and returned as a response header.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -40,17 +40,25 @@ class ModelportApp:
         self._max = settings.max_request_bytes
         self._max_headers = settings.max_header_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.api(scope, receive, send)
-            return
-        if scope["method"] == "POST" and self._infer is not None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI 3 callable: returns the coroutine that serves the request.
+
+        Not a coroutine itself, so an infer call suspends through one frame fewer; servers
+        must therefore be told the interface (``uvicorn.run(..., interface="asgi3")``)."""
+        if scope["type"] == "http" and scope["method"] == "POST" and self._infer is not None:
             target = match_infer_path(scope["path"])
             if target is not None:
                 # The hot path reads the headers once itself (request id, size, auth, ...) and
                 # logs its request id explicitly instead of binding contextvars.
-                await self._infer(scope, receive, send, target[0], target[1])
-                return
+                return self._infer(scope, receive, send, target[0], target[1])
+        return self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything but the OIP infer calls: FastAPI, behind the request id, the size
+        limits and authentication."""
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
         request_id = _request_id(scope)
         if _header_bytes(scope) > self._max_headers:
             await _send_error(send, request_id, 431, "request headers are too large")

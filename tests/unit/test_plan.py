@@ -165,6 +165,8 @@ INPUT = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}
         ({"inputs": [{**INPUT, "data": [0.1, None, 0.3, 0.4]}]}, "a null"),
         ({"inputs": [{**INPUT, "data": [0.1, "0.2", 0.3, 0.4]}]}, "a string"),
         ({"inputs": [{**INPUT, "data": [0.1, 1e39, 0.3, 0.4]}]}, "a value out of range"),
+        ({"inputs": [{**INPUT, "data": [0.1, -1e39, 0.3, 0.4]}]}, "a value out of range below"),
+        ({"inputs": [{**INPUT, "data": [0.1, 0.2, 0.3, 3.5e38]}]}, "the last value out of range"),
         ({"inputs": [{**INPUT, "parameters": {}}]}, "input parameters"),
         ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32"}]}, "no data"),
     ],
@@ -178,6 +180,8 @@ def test_anything_unusual_goes_the_general_way(doc: Any, why: str) -> None:
     [
         {"inputs": [{**INPUT, "data": [0.1, None, 0.3, 0.4]}]},
         {"inputs": [{**INPUT, "data": [0.1, 1e39, 0.3, 0.4]}]},
+        {"inputs": [{**INPUT, "data": [0.1, -1e39, 0.3, 0.4]}]},
+        {"inputs": [{**INPUT, "data": [0.1, 0.2, 0.3, 3.5e38]}]},
         {"inputs": [{**INPUT, "shape": [1, 5]}]},
         {"inputs": [{**INPUT, "name": "other"}]},
     ],
@@ -185,6 +189,21 @@ def test_anything_unusual_goes_the_general_way(doc: Any, why: str) -> None:
 def test_what_the_plan_passes_on_as_a_mistake_the_general_path_refuses(doc: Any) -> None:
     with pytest.raises(InvalidInput):
         general(RANKER, doc)
+
+
+@pytest.mark.parametrize(
+    "data", [[True, False, 1, 2], [1, -(2**62), 2**63, 0], [0.0, -0.0, 1e-45, -1e-40]]
+)
+def test_booleans_integers_and_tiny_values_decode_as_the_general_path_does(
+    data: list[Any],
+) -> None:
+    doc = {"inputs": [{**INPUT, "data": data}]}
+    got = planned(RANKER, doc)
+    assert got is not None
+    expected = general(RANKER, doc)["input"]
+    assert got[0]["input"].dtype == expected.dtype
+    np.testing.assert_array_equal(got[0]["input"], expected)
+    assert np.signbit(got[0]["input"]).tolist() == np.signbit(expected).tolist()
 
 
 def test_signatures_with_inputs_the_plan_does_not_decode_have_no_plan() -> None:

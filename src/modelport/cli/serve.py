@@ -19,6 +19,9 @@ def run_server(settings: Settings) -> None:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        # ModelportApp.__call__ returns a coroutine rather than being one, which uvicorn's
+        # interface detection would take for ASGI 2.
+        interface="asgi3",
         access_log=False,
         # modelport reads no client address, so X-Forwarded-* parsing would be wasted work.
         proxy_headers=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,7 @@ class InferenceService:
             raise NotFound(f"model '{model}' has no alias '{alias}'")
         return await self.resolve(tenant, model, version)
 
-    async def infer_document(
+    def infer_document(
         self,
         tenant: str,
         model: str,
@@ -136,22 +137,22 @@ class InferenceService:
         *,
         alias: str | None = None,
         routing_key: str | None = None,
-    ) -> InferResult:
-        """``infer`` for a parsed request document and its binary data.
+    ) -> Coroutine[Any, Any, InferResult]:
+        """``infer`` for a parsed request document and its binary data: await what it returns.
 
         A plain JSON request to a version that has a request plan (no response cache) and a
         route without shadow or fallback goes from the document straight to the batcher;
-        anything else is decoded in full and served by ``infer``."""
+        anything else is decoded in full and served by ``infer``. Not a coroutine itself, so
+        a request suspends through one frame fewer; a document the general decoder refuses
+        raises ``InvalidInput`` here, before anything is awaited."""
         if alias is None and not binary:
             entry = self._planned_target(tenant, model, version, routing_key)
             if entry is not None and entry.plan is not None:
                 planned = entry.plan.arrays(doc)
                 if planned is not None:
-                    return await self._run_planned(entry, planned[0], planned[1], doc.get("id"))
+                    return self._run_planned(entry, planned[0], planned[1], doc.get("id"))
         request = decode_document(doc, binary)
-        return await self.infer(
-            tenant, model, version, request, alias=alias, routing_key=routing_key
-        )
+        return self.infer(tenant, model, version, request, alias=alias, routing_key=routing_key)
 
     def _planned_target(
         self, tenant: str, model: str, version: str | None, routing_key: str | None

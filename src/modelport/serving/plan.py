@@ -14,6 +14,7 @@ arrays (``tests/unit/test_plan.py`` holds the two to that).
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ from modelport.serving.signature import Signature
 #: Datatypes the plan decodes itself: JSON numbers into floats, JSON strings into BYTES.
 _FLOATS = ("FP16", "FP32", "FP64")
 _BYTES = "BYTES"
+#: Floats the ``array`` module converts in C: one pass that also refuses non-numbers.
+_TYPECODES = {"FP32": "f", "FP64": "d"}
+#: An infinity as FP32 bytes (either sign): a JSON number past the FP32 range becomes one.
+_INF32 = (b"\x00\x00\x80\x7f", b"\x00\x00\x80\xff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class _Input:
     shape: tuple[int, ...]
     limit: float
     """The largest magnitude the datatype holds."""
+    typecode: str
+    """The ``array`` module's code for the datatype (FP32, FP64), else empty."""
 
 
 class RequestPlan:
@@ -62,6 +69,7 @@ class RequestPlan:
                 NUMPY_DTYPES[spec.datatype],
                 spec.shape,
                 float_range(spec.datatype) if spec.datatype in _FLOATS else 0.0,
+                _TYPECODES.get(spec.datatype, ""),
             )
         if not inputs:
             return None
@@ -111,6 +119,10 @@ class RequestPlan:
                 array = _texts(data, count)
                 if array is None:
                     return None
+            elif spec.typecode:
+                array = _floats(data, spec.typecode, spec.dtype)
+                if array is None:
+                    return None
             else:
                 try:
                     # Non-numbers (null, strings, lists, objects) raise TypeError here.
@@ -126,6 +138,27 @@ class RequestPlan:
                 rows = shape[0]
             arrays[spec.name] = array
         return arrays, (rows if self._batchable else 1)
+
+
+def _floats(data: list[Any], typecode: str, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """JSON numbers as an FP32 or FP64 array, or None when one is not a number or lies past
+    the datatype's range.
+
+    ``array.array`` converts the list in one C loop and raises TypeError for anything but
+    numbers (booleans count as numbers, as in the general path) and OverflowError for an
+    integer past the FP64 range. An FP32 value past its range becomes an infinity there (JSON
+    has no infinities of its own), so infinity's bytes in the buffer mean "go the general
+    way"; the search may also match across two values, which only costs that request the
+    general path."""
+    try:
+        values = array.array(typecode, data)
+    except (TypeError, OverflowError):
+        return None
+    if typecode == "f":
+        raw = values.tobytes()
+        if _INF32[0] in raw or _INF32[1] in raw:
+            return None
+    return np.frombuffer(values, dtype=dtype)
 
 
 def _texts(data: list[Any], count: int) -> np.ndarray | None:
