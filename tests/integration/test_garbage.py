@@ -71,12 +71,10 @@ async def test_infer_requests_leave_no_cyclic_garbage(tmp_path: Path) -> None:
         orjson.dumps(
             {
                 "id": f"r{i}",
-                "inputs": [
-                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": rows[i].tolist()}
-                ],
+                "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}],
             }
         )
-        for i in range(CONCURRENCY)
+        for i, row in enumerate(rows.tolist())
     ]
 
     async def wave() -> None:
