@@ -192,7 +192,15 @@ def test_what_the_plan_passes_on_as_a_mistake_the_general_path_refuses(doc: Any)
 
 
 @pytest.mark.parametrize(
-    "data", [[True, False, 1, 2], [1, -(2**62), 2**63, 0], [0.0, -0.0, 1e-45, -1e-40]]
+    "data",
+    [
+        [True, False, 1, 2],
+        [1, -(2**62), 2**63, 0],
+        [0.0, -0.0, 1e-45, -1e-40],
+        # 0.0 then a value whose low bytes are 80 7f: infinity's bytes across two values.
+        [0.0, float(np.frombuffer(b"\x80\x7f\x00\x3f", np.float32)[0]), 0.0, 1.0],
+        [0.0, float(np.frombuffer(b"\x80\xff\x00\xbf", np.float32)[0]), 0.0, 1.0],
+    ],
 )
 def test_booleans_integers_and_tiny_values_decode_as_the_general_path_does(
     data: list[Any],

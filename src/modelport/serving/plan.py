@@ -14,7 +14,7 @@ arrays (``tests/unit/test_plan.py`` holds the two to that).
 
 from __future__ import annotations
 
-import array
+from array import array as packed_floats
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,20 +144,23 @@ def _floats(data: list[Any], typecode: str, dtype: np.dtype[Any]) -> np.ndarray 
     """JSON numbers as an FP32 or FP64 array, or None when one is not a number or lies past
     the datatype's range.
 
-    ``array.array`` converts the list in one C loop and raises TypeError for anything but
+    ``array.array`` (``packed_floats``) converts the list in one C loop and raises TypeError for anything but
     numbers (booleans count as numbers, as in the general path) and OverflowError for an
     integer past the FP64 range. An FP32 value past its range becomes an infinity there (JSON
-    has no infinities of its own), so infinity's bytes in the buffer mean "go the general
-    way"; the search may also match across two values, which only costs that request the
-    general path."""
+    has no infinities of its own), so infinity's bytes at a value's offset in the buffer
+    mean "go the general way"."""
     try:
-        values = array.array(typecode, data)
+        values = packed_floats(typecode, data)
     except (TypeError, OverflowError):
         return None
     if typecode == "f":
         raw = values.tobytes()
-        if _INF32[0] in raw or _INF32[1] in raw:
-            return None
+        for pattern in _INF32:
+            at = raw.find(pattern)
+            while at != -1:
+                if at % 4 == 0:
+                    return None
+                at = raw.find(pattern, at + 1)  # the bytes straddle two values
     return np.frombuffer(values, dtype=dtype)
 
 
