@@ -146,9 +146,9 @@ def _floats(data: list[Any], typecode: str, dtype: np.dtype[Any]) -> np.ndarray 
 
     ``array.array`` (``packed_floats``) converts the list in one C loop and raises TypeError
     for anything but numbers (booleans count as numbers, as in the general path) and
-    OverflowError for an integer past the FP64 range. An FP32 value past its range becomes an infinity there (JSON
-    has no infinities of its own), so infinity's bytes at a value's offset in the buffer
-    mean "go the general way"."""
+    OverflowError for an integer past the FP64 range. An FP32 value past its range becomes
+    an infinity there (JSON has no infinities of its own), so infinity's bytes at a value's
+    offset in the buffer mean "go the general way"."""
     try:
         values = packed_floats(typecode, data)
     except (TypeError, OverflowError):
