@@ -202,7 +202,7 @@ def test_what_the_plan_passes_on_as_a_mistake_the_general_path_refuses(doc: Any)
         [0.0, float(np.frombuffer(b"\x80\xff\x00\xbf", np.float32)[0]), 0.0, 1.0],
     ],
 )
-def test_booleans_integers_and_tiny_values_decode_as_the_general_path_does(
+def test_booleans_integers_tiny_values_and_infinity_lookalikes_decode_as_the_general_path(
     data: list[Any],
 ) -> None:
     doc = {"inputs": [{**INPUT, "data": data}]}
