@@ -216,7 +216,8 @@ class RedisOnlineStore:
                     blobs = [blob for reply in await pipe.execute() for blob in reply]
         parsed = _Numbers(reads, blobs)
         if parsed.gaps:
-            parsed.fill(await self.read_records(parsed.gap_reads()))
+            gaps = parsed.gap_reads()
+            parsed.fill(gaps, await self.read_records(gaps))
         return parsed.result()
 
     def read_numbers_blocking(self, reads: Sequence[ViewRead]) -> list[NumberRead]:
@@ -231,7 +232,8 @@ class RedisOnlineStore:
                     blobs = [blob for reply in pipe.execute() for blob in reply]
         parsed = _Numbers(reads, blobs)
         if parsed.gaps:
-            parsed.fill(self.read_records_blocking(parsed.gap_reads()))
+            gaps = parsed.gap_reads()
+            parsed.fill(gaps, self.read_records_blocking(gaps))
         return parsed.result()
 
     async def close(self) -> None:
@@ -321,11 +323,11 @@ class _Numbers:
             for read, gaps in zip(self._reads, self.gaps, strict=True)
         ]
 
-    def fill(self, records: Sequence[Sequence[Record | None]]) -> None:
-        """The gaps' numbers, from the records read for ``gap_reads()``."""
+    def fill(self, reads: Sequence[ViewRead], records: Sequence[Sequence[Record | None]]) -> None:
+        """The gaps' numbers, from the records read for ``reads`` (``gap_reads()``)."""
         for gaps, found, stamps, values in zip(
             self.gaps,
-            numbers(self.gap_reads(), records),
+            numbers(reads, records),
             self._stamps,
             self._values,
             strict=True,
@@ -347,7 +349,7 @@ class _Layout:
             [("digest", "V6"), ("ts", "<f8"), ("values", "<f4", (len(self.names),))]
         )
         self._struct = struct.Struct(f"<6sd{len(self.names)}f")
-        self.nothing = self._struct.pack(self.digest, _NAN, *([_NAN] * len(self.names)))
+        self.nothing = self._struct.pack(self.digest, math.nan, *([math.nan] * len(self.names)))
         self._index = {name: i for i, name in enumerate(self.names)}
         self._columns: dict[tuple[str, ...], np.ndarray] = {}
 
@@ -382,8 +384,6 @@ def _layout(features: tuple[FeatureSpec, ...]) -> _Layout:
 
 _LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
 
-
-_NAN = float("nan")
 #: Appended to the view's name in the numbers keys (``{view}/n``): view names cannot hold ``/``.
 _NUMBERS = "/n"
 
