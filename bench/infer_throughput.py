@@ -324,18 +324,41 @@ def register(workdir: Path, name: str) -> Path:
     return path
 
 
-def start_modelport(procs: Processes, workdir: Path, ready_timeout: float) -> Server:
+def start_modelport(
+    procs: Processes, workdir: Path, ready_timeout: float, *, plain: bool = False
+) -> Server:
+    """modelport as shipped; with ``plain``, the same sources without their compiled modules
+    (what ``make pure`` or a machine without a C compiler runs), as server ``plain``."""
     port = free_port()
+    env = modelport_env(workdir, port)
+    name = "modelport"
+    if plain:
+        name = "plain"
+        copy = workdir / "plain-src"
+        if not copy.exists():
+            shutil.copytree(
+                REPO / "src" / "modelport",
+                copy / "modelport",
+                ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+            )
+        env["PYTHONPATH"] = str(copy)  # ahead of the editable install's src/
     server = procs.start(
-        "modelport",
+        name,
         [sys.executable, "-m", "modelport", "serve"],
         port,
-        modelport_env(workdir, port),
+        env,
         workdir,
-        workdir / f"modelport-{port}.log",
+        workdir / f"{name}-{port}.log",
     )
     wait_ready(server, "/v2/health/ready", ready_timeout)
     return server
+
+
+def compiled_modules() -> tuple[int, int]:
+    """How many of the request path's modules the server here runs compiled, of how many."""
+    from modelport import compiled
+
+    return len(compiled.running()), len(compiled.MODULES)
 
 
 def start_floor(procs: Processes, workdir: Path) -> Server:
@@ -636,6 +659,7 @@ def machine_info() -> dict[str, Any]:
         if (wrk.stdout or wrk.stderr)
         else "unknown",
         "git_commit": git.stdout.strip() or "unknown",
+        "compiled_modules": compiled_modules(),
         "src_modified": bool(dirty.stdout.strip()),
     }
 
@@ -646,7 +670,7 @@ def median(values: list[float]) -> float:
 
 def summarise(runs: list[dict[str, Any]], connections: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for server in ("floor", "batching", "modelport"):
+    for server in ("floor", "batching", "modelport", "plain"):
         for c in connections:
             sel = [r for r in runs if r["server"] == server and r["connections"] == c]
             if not sel:
@@ -667,7 +691,7 @@ def summarise(runs: list[dict[str, Any]], connections: list[int]) -> dict[str, A
             entry["non_2xx"] = sum(r["non_2xx"] for r in sel)
             entry["socket_errors"] = sum(r["socket_errors"] for r in sel)
             entry["runs"] = len(sel)
-            if server == "modelport":
+            if server in ("modelport", "plain"):
                 rows = sum(r["metrics"]["rows"] for r in sel)
                 batches = sum(r["metrics"]["batches"] for r in sel)
                 entry["mean_batch"] = round(rows / batches, 2) if batches else None
@@ -736,7 +760,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- Python {m['python']}, onnxruntime {m['onnxruntime']}, uvicorn {m['uvicorn']}, "
         f"uvloop {m['uvloop']}, httptools {m['httptools']}, orjson {m['orjson']}",
         f"- modelport {m['modelport']} at git {m['git_commit']}"
-        + (" (with uncommitted changes in src/)" if m["src_modified"] else ""),
+        + (" (with uncommitted changes in src/)" if m["src_modified"] else "")
+        + f"; request path compiled: {m['compiled_modules'][0]} of "
+        f"{m['compiled_modules'][1]} modules (`make setup`)",
         f"- load generator: {m['wrk']}, on the same machine (wrk's one thread and the server "
         "share the cores)",
         "",
@@ -748,8 +774,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"wrk: `-t{cfg['wrk_threads']} -c{{{','.join(map(str, cfg['connections']))}}} "
         f"-d{cfg['duration']:g}s`, {cfg['runs']} run(s) per point after a {cfg['warmup']:g} s "
-        "warmup per server; floor, batching floor and modelport runs interleaved (floor cN, "
-        "batching cN, modelport cN, ...). "
+        "warmup per server; floor, batching floor and modelport (and plain) runs interleaved "
+        "(floor cN, batching cN, modelport cN, plain cN, ...). "
         "Each request: `POST /v2/models/ranker/infer`, one row of 64 FP32 values as OIP v2 JSON "
         f"({cfg['ranker_body_bytes']} bytes). Medians over runs are quoted.",
         "",
@@ -761,7 +787,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "with one onnxruntime call per batch in a worker thread (`run_in_executor`), the output "
         "sliced back and encoded; no authentication, quotas, signature checks, routing, request "
         "ids, metrics or logs. modelport runs as shipped (`python -m modelport serve`, "
-        f"metrics on, default logging), with the demo ranker config ({_ranker_config_text()}).",
+        f"metrics on, default logging), with the demo ranker config ({_ranker_config_text()}). "
+        "Rows `plain` (when present) run the same modelport without its compiled modules "
+        "(`src/modelport/compiled.py`), as `make pure` or a machine without a C compiler "
+        "would.",
         "",
         "## Where the time goes",
         "",
@@ -965,6 +994,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-minilm", action="store_true", help="skip the minilm part")
     p.add_argument(
+        "--no-plain",
+        dest="plain",
+        action="store_false",
+        help="do not also measure modelport as plain Python (without its compiled modules)",
+    )
+    p.add_argument(
         "--compute-seconds",
         type=float,
         default=0.5,
@@ -1058,26 +1093,28 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     modelport = start_modelport(procs, workdir, 120)
     floor = start_floor(procs, workdir)
     batching = start_batching_floor(procs, workdir, ranker_path)
-    check_answer(modelport, infer, body, "score")
-    check_answer(floor, infer, body, "score")
-    check_answer(batching, infer, body, "score")
-    print(
-        f"  modelport on {HOST}:{modelport.port}, floor on {HOST}:{floor.port}, "
-        f"batching floor on {HOST}:{batching.port}"
-    )
+    servers: list[tuple[Server, str | None]] = [
+        (floor, None),
+        (batching, None),
+        (modelport, RANKER),
+    ]
+    if args.plain and machine["compiled_modules"][0]:
+        servers.append((start_modelport(procs, workdir, 120, plain=True), RANKER))
+    for server, _ in servers:
+        check_answer(server, infer, body, "score")
+        print(f"  {server.name} on {HOST}:{server.port}")
 
     top = args.connections[-1]
     if args.warmup > 0:
         print(f"warmup {args.warmup:g} s each at -c{top} ...")
-        load(floor, infer, ranker_file, top, args.warmup, args.threads, None)
-        load(batching, infer, ranker_file, top, args.warmup, args.threads, None)
-        load(modelport, infer, ranker_file, top, args.warmup, args.threads, RANKER)
+        for server, model in servers:
+            load(server, infer, ranker_file, top, args.warmup, args.threads, model)
 
     first = scrape(modelport)
     runs: list[dict[str, Any]] = []
     for run in range(1, args.runs + 1):
         for c in args.connections:
-            for server, model in ((floor, None), (batching, None), (modelport, RANKER)):
+            for server, model in servers:
                 idle = wait_for_quiet(args.quiet_wait)
                 r = load(server, infer, ranker_file, c, args.duration, args.threads, model)
                 r["run"] = run
@@ -1091,8 +1128,9 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
                 )
     outcomes = metrics_delta(first, scrape(modelport), RANKER)["outcomes"]
     summary = summarise(runs, args.connections)
-    procs.stop(floor)
-    procs.stop(batching)
+    for server, _ in servers:
+        if server is not modelport:
+            procs.stop(server)
 
     minilm: dict[str, Any] | None = None
     minilm_folder: Path | None = None
@@ -1197,6 +1235,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
             "measured": f"{mp_low['p99_ms']:.2f} ms (median of runs; worst run {worst_p99:.2f} ms)",
             "pass": mp_low["p99_ms"] <= TARGET_P99_MS,
         },
+        **_plain_target(summary, top),
         "non_2xx": {
             "target": "0 non-2xx responses from modelport",
             "value": non_2xx,
@@ -1226,6 +1265,26 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         "compute_at_observed_batch": at_observed,
         "compute_other_cpu": compute_other,
         "minilm": minilm,
+    }
+
+
+def _plain_target(summary: dict[str, Any], top: int) -> dict[str, Any]:
+    """The reference row for modelport as plain Python, when the run measured it."""
+    plain, floor = summary.get(f"plain_c{top}"), summary[f"floor_c{top}"]
+    if plain is None:
+        return {}
+    shipped = summary[f"modelport_c{top}"]
+    return {
+        "plain": {
+            "target": f"(reference) modelport as plain Python (`make pure`) at -c{top}",
+            "value": round(plain["req_s"] / floor["req_s"], 4),
+            "measured": (
+                f"{plain['req_s'] / floor['req_s']:.1%} of the floor ({plain['req_s']:,.0f} "
+                f"req/s); compiled, modelport serves "
+                f"{shipped['req_s'] / plain['req_s'] - 1:+.1%} more"
+            ),
+            "pass": None,
+        }
     }
 
 

@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from modelport import __version__
+from modelport import __version__, compiled
 from modelport.api.errors import error_body, error_headers, status_for
 from modelport.api.request_id import new_request_id, sane_request_id
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
@@ -123,7 +123,16 @@ class ModelportApp:
             # no reference cycles. Above the in-flight set's size it runs only for real
             # cyclic garbage.
             gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-            log.info("server_started", version=__version__)
+            log.info(
+                "server_started", version=__version__, compiled_modules=len(compiled.running())
+            )
+            stale = compiled.stale()
+            if stale:
+                log.warning(
+                    "compiled_modules_stale",
+                    modules=stale,
+                    detail="these run as built before their sources changed; run make setup",
+                )
             yield
         finally:
             self._infer = None

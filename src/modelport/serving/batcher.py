@@ -313,7 +313,7 @@ class Batcher:
             return []
         chosen = set(indices)
         batch = [live[i] for i in indices]
-        state.pending = deque(item for i, item in enumerate(live) if i not in chosen)
+        state.pending = deque([item for i, item in enumerate(live) if i not in chosen])
         state.rows -= sum(item.rows for item in batch)
         for item in batch:
             self._observer.queue_wait(now - item.enqueued)
