@@ -53,6 +53,9 @@ def test_responses_carry_security_headers(cors_server: Server) -> None:
             assert response.headers["referrer-policy"] == "no-referrer"
         infer = client.post("/v2/models/scale/infer", json=INFER_BODY)
         assert infer.headers["x-content-type-options"] == "nosniff"
+        # The server does not name its software or stack.
+        for response in (infer, client.get("/v2/models/scale"), client.get("/v2")):
+            assert "server" not in response.headers
 
 
 def test_cors_allows_only_configured_origins(cors_server: Server) -> None:

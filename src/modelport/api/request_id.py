@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 
-_PREFIX = os.urandom(4).hex()
+_PREFIX = os.urandom(4).hex().encode()
 _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
@@ -21,4 +21,4 @@ def sane_request_id(value: bytes) -> bytes | None:
 
 
 def new_request_id() -> bytes:
-    return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFF:08x}".encode()
+    return b"%s%08x" % (_PREFIX, next(_COUNTER) & 0xFFFFFFFF)

@@ -23,6 +23,8 @@ def run_server(settings: Settings) -> None:
         # interface detection would take for ASGI 2.
         interface="asgi3",
         access_log=False,
+        # No "server: uvicorn": naming the software and its stack helps only an attacker.
+        server_header=False,
         # modelport reads no client address, so X-Forwarded-* parsing would be wasted work.
         proxy_headers=False,
         log_config=None,

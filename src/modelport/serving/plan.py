@@ -161,7 +161,7 @@ def _floats(data: list[Any], typecode: str, dtype: np.dtype[Any]) -> np.ndarray 
                 if at % 4 == 0:
                     return None
                 at = raw.find(pattern, at + 1)  # the bytes straddle two values
-    return np.frombuffer(values, dtype=dtype)
+    return np.frombuffer(values, dtype)  # positional: numpy parses keywords slowly
 
 
 def _texts(data: list[Any], count: int) -> np.ndarray | None:
