@@ -794,21 +794,24 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Where the time goes",
         "",
-        "The server is CPU-bound on its event-loop thread at both concurrencies (server CPU "
-        "column): the model itself needs well under 1 % of a core at these rates (compute-limit "
-        "table), and the compute thread that runs onnxruntime uses a few % of a core. "
-        "`perf record -e cpu-clock` on the loaded event-loop thread puts about two thirds of a "
-        "request in the Python interpreter and a sixth in the kernel (two `write`s and one "
-        "`read` per request, as the floor); py-spy shows no single hot spot, only many small "
-        "ones: the protocol handling uvicorn does for every server, then parsing, the request "
-        "plan's checks, the batch hand-off (one future per request, stacking and slicing), "
-        "authentication, quotas, routing, metrics and the response. The batching floor shows "
-        "what batching alone costs on this stack: even with nothing else, a server that "
-        "batches pays a future, a second task step and its share of a batch per request, and "
-        "stays well below the floor. The 50 % target therefore leaves modelport's own features "
-        "(tenancy, quotas, validation, routing, request ids, metrics) only the gap between the "
-        "batching floor and 50 %; compare modelport with the batching floor as well as with "
-        "the floor when reading a new run.",
+        "At -c64 the server is nearly CPU-bound on its event-loop thread (server CPU column, "
+        "which includes the compute thread; that thread alone measured ~92 % busy from "
+        "`/proc` per-thread times, the rest it waits for batches): the model itself needs "
+        "well under 1 % of a core at these rates (compute-limit table), and the compute "
+        "thread that runs onnxruntime uses a few % of a core. Per request, the loop "
+        "thread spends about what the floor spends in total on uvicorn's protocol handling "
+        "and the socket (`perf`: ~30 µs, two `write`s and one `read`), plus three more "
+        "response headers for uvicorn to check (request id, version, nosniff), plus "
+        "modelport's own work: parsing, the request plan's checks, authentication, quotas, "
+        "routing, the batch hand-off (one future per request, a second task step, stacking "
+        "and slicing), metrics and the response. That own work is compiled with mypyc "
+        "(`make setup`; rows `plain` show the same code as Python) and no longer has a single "
+        "hot spot. The batching floor shows what batching alone costs on this stack: even "
+        "with nothing else, a server that batches pays a future, a second task step and its "
+        "share of a batch per request, and stays well below the floor. The 50 % target "
+        "therefore leaves modelport's own features (tenancy, quotas, validation, routing, "
+        "request ids, metrics) only the gap between the batching floor and 50 %; compare "
+        "modelport with the batching floor as well as with the floor when reading a new run.",
         "",
         "## ranker over HTTP (medians)",
         "",
