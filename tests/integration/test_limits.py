@@ -31,7 +31,10 @@ def limits_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = f"sqlite+aiosqlite:///{workdir / 'registry.db'}"
     slow = VersionConfig(
         batching=BatchingConfig(
-            max_batch_size=8, max_queue_size=1, max_queue_delay_ms=SLOW_DELAY_MS
+            max_batch_size=8,
+            max_queue_size=1,
+            max_queue_delay_ms=SLOW_DELAY_MS,
+            flush_when_idle=False,
         )
     )
     push_models(

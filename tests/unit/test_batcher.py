@@ -93,7 +93,9 @@ async def test_full_batch_flushes_without_waiting_for_the_delay(
 ) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
-    async with serving(model, threads, max_batch_size=4, max_queue_delay_ms=5000) as batcher:
+    async with serving(
+        model, threads, max_batch_size=4, max_queue_delay_ms=5000, flush_when_idle=False
+    ) as batcher:
         started = loop.time()
         first = asyncio.create_task(submit(batcher, rows_of(1.0)))
         await asyncio.sleep(0.05)  # the first request is now waiting for company
@@ -110,7 +112,9 @@ async def test_full_batch_flushes_without_waiting_for_the_delay(
 async def test_partial_batch_flushes_after_the_queue_delay(threads: ComputeThreads) -> None:
     model = Doubler()
     loop = asyncio.get_running_loop()
-    async with serving(model, threads, max_batch_size=8, max_queue_delay_ms=80) as batcher:
+    async with serving(
+        model, threads, max_batch_size=8, max_queue_delay_ms=80, flush_when_idle=False
+    ) as batcher:
         started = loop.time()
         results = await asyncio.wait_for(
             asyncio.gather(*(submit(batcher, rows_of(v)) for v in (1.0, 2.0, 3.0))), 2
@@ -120,6 +124,43 @@ async def test_partial_batch_flushes_after_the_queue_delay(threads: ComputeThrea
     assert 0.075 <= elapsed < 1.0, elapsed
     assert model.batch_sizes == [3]
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
+
+
+async def test_batch_forms_before_the_delay_once_requests_stop_arriving(
+    threads: ComputeThreads,
+) -> None:
+    model = Doubler()
+    loop = asyncio.get_running_loop()
+    async with serving(model, threads, max_batch_size=8, max_queue_delay_ms=5000) as batcher:
+        started = loop.time()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(submit(batcher, rows_of(v)) for v in (1.0, 2.0, 3.0))), 2
+        )
+        elapsed = loop.time() - started
+
+    assert elapsed < 1.0, f"three waiting requests sat {elapsed:.2f} s with nothing else coming"
+    assert model.batch_sizes == [3], "requests that arrived together still share one batch"
+    assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0]
+
+
+async def test_batch_keeps_filling_while_requests_keep_arriving(
+    threads: ComputeThreads,
+) -> None:
+    model = Doubler()
+
+    async def one_per_pass(batcher: Batcher, count: int) -> list[Arrays]:
+        """A request on every pass of the event loop: the queue never goes quiet."""
+        waiting = []
+        for i in range(count):
+            waiting.append(asyncio.ensure_future(submit(batcher, rows_of(float(i)))))
+            await asyncio.sleep(0)
+        return await asyncio.gather(*waiting)
+
+    async with serving(model, threads, max_batch_size=64, max_queue_delay_ms=5000) as batcher:
+        results = await asyncio.wait_for(one_per_pass(batcher, 20), 2)
+
+    assert model.batch_sizes == [20], model.batch_sizes
+    assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(20)]
 
 
 async def test_zero_delay_runs_requests_without_waiting(threads: ComputeThreads) -> None:

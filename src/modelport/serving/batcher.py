@@ -2,8 +2,9 @@
 
 One dispatcher task per loaded version forms a batch only when a compute slot (``instances``)
 is free, so while the runtime is busy the queue fills and the next batch comes out larger: the
-batch size adapts to load without tuning. The runtime call runs in a worker thread; the event
-loop only stacks and slices arrays.
+batch size adapts to load without tuning. With ``flush_when_idle`` a filling batch also stops
+waiting when requests stop arriving (every client is already queued). The runtime call runs in
+a worker thread; the event loop only stacks and slices arrays.
 
 Event-loop traps this module avoids: futures of requests whose caller went away (client
 disconnect cancels the awaiting task) are skipped, never set; every task it creates is kept in
@@ -37,6 +38,11 @@ Arrays = dict[str, np.ndarray]
 Predict = Callable[[Arrays], Arrays]
 
 log = structlog.get_logger("modelport.batcher")
+
+
+#: Passes of the event loop without a new request after which a filling batch stops waiting.
+#: Two, not one: bytes read in one pass reach ``enqueue`` from their request's task in the next.
+QUIET_PASSES = 2
 
 
 class BatchObserver(Protocol):
@@ -168,7 +174,9 @@ class Batcher:
         self._state = _State()
         self._slots = asyncio.Semaphore(instances)
         self._wake: asyncio.Future[None] | None = None
-        self._full: asyncio.Future[None] | None = None
+        self._full: asyncio.Future[bool] | None = None
+        self._arrivals = 0
+        """Requests queued so far: the idle flush watches it change."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,6 +229,7 @@ class Batcher:
             Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline)
         )
         state.rows += rows
+        self._arrivals += 1
         if deadline < state.earliest:
             state.earliest = deadline
         wake = self._wake
@@ -232,7 +241,7 @@ class Batcher:
             and not full.done()
             and (self._max_batch == 0 or state.rows >= self._max_batch)
         ):
-            full.set_result(None)
+            full.set_result(False)
         return future
 
     async def _dispatch(self) -> None:
@@ -259,6 +268,8 @@ class Batcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _wait_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the batch is full, its oldest request has waited the delay, or (with
+        ``flush_when_idle``) requests have stopped arriving."""
         state = self._state
         if self._max_batch == 0 or self._delay == 0:
             return
@@ -268,11 +279,32 @@ class Batcher:
                 return
             self._full = full = loop.create_future()
             timer = loop.call_later(remaining, _resolve, full)
+            if self._config.flush_when_idle:
+                loop.call_soon(self._watch_arrivals, full, self._arrivals, 0)
             try:
-                await full
+                if await full:
+                    return  # the queue stopped growing: waiting longer would only idle
             finally:
                 timer.cancel()
                 self._full = None
+
+    def _watch_arrivals(self, full: asyncio.Future[bool], seen: int, quiet: int) -> None:
+        """Once per pass of the event loop while a batch fills: resolve ``full`` with True
+        after ``QUIET_PASSES`` passes that queued no request.
+
+        Under load every pass brings requests and the batch grows to its size or delay; when
+        every client is already waiting in the queue, the batch forms at once instead of
+        leaving the event loop idle until the delay is up."""
+        if full.done():
+            return
+        if self._arrivals != seen:
+            seen, quiet = self._arrivals, 0
+        else:
+            quiet += 1
+            if quiet >= QUIET_PASSES:
+                full.set_result(True)
+                return
+        asyncio.get_running_loop().call_soon(self._watch_arrivals, full, seen, quiet)
 
     def _take(self, now: float) -> list[Pending]:
         state = self._state
@@ -365,7 +397,7 @@ class Batcher:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         if self._full is not None and not self._full.done():
-            self._full.set_result(None)
+            self._full.set_result(False)
         if self._dispatcher is None:
             return
         try:
@@ -384,6 +416,6 @@ class Batcher:
             self._state = _State()
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[bool]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(False)

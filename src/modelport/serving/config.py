@@ -16,6 +16,10 @@ class BatchingConfig(BaseModel):
     """Most rows in one runtime call; 0 runs every request on its own."""
     max_queue_delay_ms: float = Field(default=2.0, ge=0)
     """Longest a request waits for others to join its batch while a worker is free."""
+    flush_when_idle: bool = True
+    """Form the batch before the delay is up once no new request has arrived for two passes
+    of the event loop (nothing more is coming, so waiting would only add latency and leave
+    the server idle). False waits out ``max_queue_delay_ms`` whatever the traffic."""
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     """Batch sizes the runtime is fastest at; a batch is cut at the largest one available."""
     max_queue_size: int = Field(default=1024, gt=0)
