@@ -713,6 +713,7 @@ def _config_text(config: Any) -> str:
     b, r = config.batching, config.runtime
     return (
         f"max_batch_size {b.max_batch_size}, max_queue_delay_ms {b.max_queue_delay_ms:g}, "
+        f"flush_when_idle {'on' if b.flush_when_idle else 'off'}, "
         f"intra_op_threads {r.intra_op_threads}"
         + (f", max_sequence_length {r.max_sequence_length}" if r.kind == "text-embedding" else "")
     )
@@ -794,11 +795,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Where the time goes",
         "",
-        "At -c64 the server is nearly CPU-bound on its event-loop thread (server CPU column, "
-        "which includes the compute thread; that thread alone measured ~92 % busy from "
-        "`/proc` per-thread times, the rest it waits for batches): the model itself needs "
-        "well under 1 % of a core at these rates (compute-limit table), and the compute "
-        "thread that runs onnxruntime uses a few % of a core. Per request, the loop "
+        "The server is CPU-bound on its event-loop thread (server CPU column): the model "
+        "itself needs well under 1 % of a core at these rates (compute-limit table), and the "
+        "compute thread that runs onnxruntime uses a few % of a core. The batcher forms a "
+        "batch as soon as requests stop arriving (`flush_when_idle`), so the loop does not "
+        "sit out the queue delay with every client already queued. Per request, the loop "
         "thread spends about what the floor spends in total on uvicorn's protocol handling "
         "and the socket (`perf`: ~30 µs, two `write`s and one `read`), plus three more "
         "response headers for uvicorn to check (request id, version, nosniff), plus "
