@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -145,7 +146,8 @@ def test_same_artifact_pushed_under_another_file_name(empty_server: Server, tmp_
 @pytest.fixture(scope="module")
 def broken_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """good (required), corrupt (required, artifact altered after push: checksum mismatch),
-    missing (optional, artifact deleted after push)."""
+    missing (optional, artifact deleted after push), newer (optional, its stored config has a
+    field this release does not know, as one pushed by a newer release would)."""
     workdir = tmp_path_factory.mktemp("broken")
     build = workdir / "build"
     db = f"sqlite+aiosqlite:///{workdir / 'registry.db'}"
@@ -160,11 +162,21 @@ def broken_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 identity_model(build / "missing.onnx", "FP32", ("b", 4)),
                 required=False,
             ),
+            Push(
+                "newer",
+                identity_model(build / "newer.onnx", "FP32", ("b", 4)),
+                required=False,
+            ),
         ],
     )
     stored = {r.model: Path(r.artifact_uri.removeprefix("file://")) for r in records}
     stored["corrupt"].write_bytes(stored["corrupt"].read_bytes() + b"tampered")
     stored["missing"].unlink()
+    with sqlite3.connect(workdir / "registry.db") as sql:
+        sql.execute(
+            "UPDATE model_versions SET config = json_set(config, '$.batching.from_the_future', "
+            "json('true')) WHERE model_id = (SELECT id FROM models WHERE name = 'newer')"
+        )
     with running_server(workdir, db) as server:
         yield server
 
@@ -184,6 +196,10 @@ def test_a_failed_required_model_keeps_the_server_not_ready(broken_server: Serve
         assert "the registry recorded" in entries["corrupt:1"]["reason"]
         assert entries["missing:1"]["state"] == "FAILED"
         assert "missing from the artifact store" in entries["missing:1"]["reason"]
+        # A config this release cannot read fails that version only, saying which field.
+        assert entries["newer:1"]["state"] == "FAILED"
+        assert "batching.from_the_future" in entries["newer:1"]["reason"]
+        assert "newer release" in entries["newer:1"]["reason"]
 
         assert infer(client, "good").status_code == 200
         response = infer(client, "corrupt")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
+from pydantic import ValidationError
 
 from modelport.errors import ArtifactError, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
@@ -133,7 +134,12 @@ class ModelPool:
         if existing is not None and existing.state in (VersionState.LOADING, VersionState.READY):
             await existing.loaded.wait()
             return existing
-        config = VersionConfig.model_validate(record.config)
+        try:
+            config, unreadable = VersionConfig.model_validate(record.config), ""
+        except ValidationError as exc:
+            # Pushed by a newer modelport (a field this one does not know) or edited by hand:
+            # this version fails to load; the server and every other version carry on.
+            config, unreadable = VersionConfig(), _unreadable_config(exc)
         window = self._windows.setdefault((record.tenant, record.model, record.version), Window())
         entry = LoadedVersion(
             tenant=record.tenant,
@@ -148,6 +154,8 @@ class ModelPool:
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
         try:
+            if unreadable:
+                raise ArtifactError(unreadable)
             await self._start(entry, record)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the version FAILED
             entry.state = VersionState.FAILED
@@ -285,4 +293,14 @@ def _names_and_types(signature: Signature) -> tuple[object, ...]:
     return (
         tuple((s.name, s.datatype) for s in signature.inputs),
         tuple((s.name, s.datatype) for s in signature.outputs),
+    )
+
+
+def _unreadable_config(exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+    return (
+        f"its stored config cannot be read by this modelport ({problems}); was it pushed by a "
+        "newer release? Upgrade this replica, or push the version again with this release"
     )
