@@ -383,6 +383,75 @@ def test_bad_shape_is_rejected(shape: Any) -> None:
     assert "'shape'" in invalid(body)
 
 
+HUGE_SHAPES = [
+    [0, 9223372036854775807],
+    [0, 2**62, 2**62],
+    [2**62, 0, 2**62],
+    [0, 2**31 + 1],
+]
+
+
+def binary_input(datatype: str, shape: list[int], blob: bytes) -> tuple[bytes, int]:
+    header = json_request(
+        [
+            {
+                "name": "x",
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        ]
+    )
+    return header + blob, len(header)
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES)
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES", "INT64"])
+def test_an_empty_tensor_with_a_huge_dimension_is_rejected_in_json(
+    datatype: str, shape: list[int]
+) -> None:
+    message = invalid(one_input(datatype, shape, []))
+    assert "too large" in message and "'x'" in message and str(shape) in message
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES)
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES", "UINT8"])
+def test_an_empty_tensor_with_a_huge_dimension_is_rejected_in_binary(
+    datatype: str, shape: list[int]
+) -> None:
+    message = invalid(*binary_input(datatype, shape, b""))
+    assert "too large" in message and str(shape) in message
+
+
+def test_an_empty_tensor_within_the_element_limit_keeps_its_shape() -> None:
+    request = decode_request(one_input("FP32", [0, 2**31], []))
+    assert request.inputs[0].array.shape == (0, 2**31)
+
+
+@given(
+    shape=st.lists(
+        st.one_of(st.integers(0, 3), st.integers(0, 2**64), st.sampled_from([0, 2**31, 2**63])),
+        max_size=5,
+    ),
+    datatype=st.sampled_from(DATATYPES),
+    binary=st.booleans(),
+)
+@MIXED
+def test_any_shape_of_an_empty_tensor_decodes_or_is_refused_as_invalid_input(
+    shape: list[int], datatype: str, binary: bool
+) -> None:
+    body, header_length = (
+        binary_input(datatype, shape, b"") if binary else (one_input(datatype, shape, []), None)
+    )
+    try:
+        request = decode_request(body, header_length)
+    except InvalidInput as exc:
+        assert exc.message
+    else:
+        assert request.inputs[0].array.shape == tuple(shape)
+        assert request.inputs[0].array.size == 0
+
+
 def test_non_string_request_id_is_rejected() -> None:
     body = json_request([{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], id=7)
     assert "'id'" in invalid(body)

@@ -20,6 +20,8 @@ from modelport.serving.datatypes import NUMPY_DTYPES, datatype_of
 
 _LEN = struct.Struct("<I")
 MAX_DIMS = 32
+#: The most elements a tensor's shape may describe (far beyond any body the server accepts).
+MAX_ELEMENTS = 2**31
 _FLOAT_MAX = {
     "FP16": float(np.finfo(np.float16).max),
     "FP32": float(np.finfo(np.float32).max),
@@ -156,10 +158,21 @@ def _decode_input(raw: Any, binary: memoryview, offset: int) -> tuple[InputTenso
     if len(shape_raw) > MAX_DIMS:
         raise InvalidInput(f"input '{name}' has {len(shape_raw)} dimensions; at most {MAX_DIMS}")
     count = 1
+    volume = 1
     for d in shape_raw:
         if type(d) is not int or d < 0:
             raise InvalidInput(f"input '{name}' needs a 'shape' list of non-negative integers")
         count *= d
+        if d:
+            volume *= d
+    if volume > MAX_ELEMENTS:
+        # numpy sizes a shape by its non-zero dimensions too: [0, 2**63 - 1] holds no element
+        # but no array can take that shape.
+        raise InvalidInput(
+            f"input '{name}' declares shape {shape_raw}, which is too large: a tensor holds at "
+            f"most {MAX_ELEMENTS} elements, and the product of its non-zero dimensions may not "
+            "exceed that either"
+        )
     shape = tuple(shape_raw)
     params = raw.get("parameters")
     size = (
