@@ -16,6 +16,7 @@
     │   ├── QueueFull           the version's batch queue is at ``max_queue_size``
     │   └── FeatureStoreUnavailable  the online feature store did not answer in time
     ├── DeadlineExceeded        the request waited longer than its deadline
+    │   └── ComputeTimeout      its batch ran past the version's ``compute_timeout_s``
     ├── ArtifactError           an artifact is missing or its checksum does not match
     └── InferenceFailed         the runtime raised while computing a batch
 
@@ -117,6 +118,10 @@ class FeatureStoreUnavailable(Unavailable):
 
 class DeadlineExceeded(ModelportError):
     pass
+
+
+class ComputeTimeout(DeadlineExceeded):
+    """The runtime call of a batch did not return within the version's compute timeout."""
 
 
 class ArtifactError(ModelportError):
