@@ -70,8 +70,10 @@ class VersionSummary(BaseModel):
 
 
 class VersionDetail(VersionSummary):
+    """No artifact address: it names the server's paths or buckets; ``sha256`` identifies
+    the artifact."""
+
     model: str
-    artifact_uri: str
     signature: dict[str, Any]
     config: dict[str, Any]
 
@@ -219,7 +221,6 @@ async def get_version(
     return VersionDetail(
         **summary.model_dump(),
         model=model,
-        artifact_uri=record.artifact_uri,
         signature=record.signature,
         config=record.config,
     )
