@@ -70,9 +70,7 @@ class VersionSummary(BaseModel):
 
 
 class VersionDetail(VersionSummary):
-    """No artifact address: it names the server's paths or buckets; ``sha256`` identifies
-    the artifact."""
-
+    # No artifact address: it names the server's paths or buckets; sha256 identifies the artifact.
     model: str
     signature: dict[str, Any]
     config: dict[str, Any]
