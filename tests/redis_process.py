@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
+from required_services import program_missing
 
 
 def free_port() -> int:
@@ -23,10 +23,11 @@ def free_port() -> int:
 
 @contextmanager
 def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """``redis-server`` on ``port``, persisting nothing; skips the test when not installed."""
+    """``redis-server`` on ``port``, persisting nothing; when it is not installed the test
+    skips (or fails, in CI)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        program_missing("redis-server")
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from modelport.stores.sql import migrate
+from required_services import service_missing
 
 POSTGRES_URL = os.environ.get(
     "MODELPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -42,11 +43,12 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory, label: str) -> str
 
 @contextmanager
 def postgres_database(label: str) -> Iterator[str]:
-    """A migrated database of its own on PostgreSQL (skips the test when it is unreachable)."""
+    """A migrated database of its own on PostgreSQL (when it is unreachable: a skip, or a
+    failure in CI)."""
     try:
         asyncio.run(_postgres_execute(POSTGRES_URL, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - whatever the failure, the service is missing
+        service_missing("PostgreSQL", POSTGRES_URL, f"{type(exc).__name__}: {exc}")
     name = f"modelport_{label}_{secrets.token_hex(6)}"
     asyncio.run(_postgres_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
     try:

@@ -29,6 +29,7 @@ from modelport.stores.cache import (
     encode_outputs,
 )
 from redis_process import free_port, redis_server
+from required_services import service_missing
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MIB = 1024 * 1024
@@ -40,7 +41,7 @@ async def _reachable_redis() -> Redis:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+        service_missing("Redis", REDIS_URL, exc)
     return client
 
 

@@ -34,6 +34,7 @@ from modelport.stores.online import (
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
 from modelport.stores.sql import create_engine
+from required_services import service_missing
 
 from .conftest import postgres_database, sqlite_database
 
@@ -125,7 +126,7 @@ async def redis_backend_at(url: str) -> AsyncIterator[Backend]:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
-        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+        service_missing("Redis", url, exc)
     prefix = f"mp-test-{secrets.token_hex(4)}:f"
     opened: list[OnlineStore] = []
 

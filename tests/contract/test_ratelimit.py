@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from required_services import service_missing
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -27,7 +28,7 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+            service_missing("Redis", REDIS_URL, exc)
         backend = RedisRateLimiter(client, namespace=f"modelport-test:{secrets.token_hex(4)}")
     try:
         yield backend

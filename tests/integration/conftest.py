@@ -31,6 +31,7 @@ from modelport.demo.models import build_minilm, build_ranker, minilm_config, ran
 from modelport.serving.config import VersionConfig
 from modelport.settings import Settings
 from modelport.stores.registry import VersionRecord
+from required_services import service_missing
 
 from .onnx_models import (
     ONNX_TYPES,
@@ -278,11 +279,12 @@ def _postgres_execute(url: str, sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
-    """The PostgreSQL URL new test databases are created from; skips when it is unreachable."""
+    """The PostgreSQL URL new test databases are created from; when it is unreachable, the
+    tests that need it skip (or fail, in CI)."""
     try:
         _postgres_execute(POSTGRES_URL, "SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - whatever the failure, skip
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - whatever the failure, the service is missing
+        service_missing("PostgreSQL", POSTGRES_URL, f"{type(exc).__name__}: {exc}")
     return POSTGRES_URL
 
 

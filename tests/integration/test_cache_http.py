@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from modelport.serving.cache_key import cache_key
 from modelport.serving.config import CacheConfig, VersionConfig
+from required_services import service_missing
 
 from .conftest import TENANT, Push, Server, push_models, running_server
 from .oip import binary_request, decode_response, metric
@@ -147,7 +148,7 @@ def _redis_or_skip() -> None:
     try:
         client.ping()
     except (RedisError, OSError) as exc:
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+        service_missing("Redis", REDIS_URL, exc)
     finally:
         client.close()
 

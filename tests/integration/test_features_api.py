@@ -24,6 +24,8 @@ import httpx
 import pytest
 import redis
 
+from required_services import service_missing
+
 from .conftest import PYTHON, TENANT, Server, issue_key, running_server
 
 pytestmark = pytest.mark.integration
@@ -85,7 +87,7 @@ def deployment(
         try:
             redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
         except (redis.RedisError, OSError) as exc:
-            pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+            service_missing("Redis", REDIS_URL, exc)
         settings = {"redis_url": REDIS_URL, "feature_key_prefix": prefix}
     try:
         with running_server(workdir, db, **settings) as server:

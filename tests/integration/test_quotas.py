@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from required_services import service_missing
+
 from .conftest import Push, Server, issue_key, push_models, running_server
 from .oip import metric
 from .onnx_models import scale_model
@@ -177,7 +179,7 @@ def test_redis_rate_limit_is_shared_by_replicas(tmp_path: Path) -> None:
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+        service_missing("Redis", REDIS_URL, exc)
     tenant = f"shared-{secrets.token_hex(4)}"
     db = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
     push_models(tmp_path, db, [Push("scale", scale_model(tmp_path / "scale.onnx", 1.0))], tenant)
