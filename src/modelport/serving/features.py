@@ -29,7 +29,7 @@ from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
 from modelport.stores.breaker import Breaker, Call
 from modelport.stores.online import FeatureView, NumberRead, OnlineStore, ViewRead
-from modelport.stores.online_values import numbers
+from modelport.stores.online_records import numbers
 
 log = structlog.get_logger("modelport.features")
 

@@ -9,14 +9,11 @@ views are one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from modelport.stores.online_values import EntityRead
 
 FeatureType = Literal["float", "int", "bool", "string"]
 Status = Literal["present", "missing", "expired"]
@@ -88,9 +85,89 @@ class NumberRead(NamedTuple):
     values: np.ndarray
 
 
+class ReadShape:
+    """What every row of one read shares: the features asked for, their defaults and their
+    ``missing`` values (built once per read, not per row)."""
+
+    __slots__ = ("defaults", "missing", "names")
+
+    def __init__(self, read: ViewRead) -> None:
+        self.names = read.features
+        self.defaults = {name: _default(read, name) for name in self.names}
+        self.missing = {
+            name: _new(FeatureValue, (default, "missing", None))
+            for name, default in self.defaults.items()
+        }
+
+
+class EntityRead(Mapping[str, FeatureValue]):
+    """One entity's requested features of one view, as read: a mapping feature ->
+    :class:`FeatureValue`, in the order the features were asked for.
+
+    A read returns one of these per key, not one object per value: the record's status and
+    event time are decided once, and a value object is built only when a feature is looked
+    up. ``status`` and ``event_ts`` are the record's (``missing`` and None when there is none,
+    or it is past its grace period); a feature the record does not carry still reads as
+    ``missing``. The record's values stay private: the memory backend's records are its state."""
+
+    __slots__ = ("_shape", "_stored", "event_ts", "status")
+
+    def __init__(
+        self, shape: ReadShape, status: Status, event_ts: float | None, stored: dict[str, Any]
+    ) -> None:
+        self._shape = shape
+        self.status = status
+        self.event_ts = event_ts
+        self._stored = stored
+
+    def __getitem__(self, name: str) -> FeatureValue:
+        missing = self._shape.missing[name]  # KeyError: a feature that was not asked for
+        if self.status == "present":
+            if name in self._stored:
+                return _new(FeatureValue, (self._stored[name], "present", self.event_ts))
+        elif self.status == "expired" and name in self._stored:
+            return _new(FeatureValue, (self._shape.defaults[name], "expired", self.event_ts))
+        return missing
+
+    def to_dict(self) -> dict[str, FeatureValue]:
+        """Every feature at once: cheaper than looking each one up."""
+        shape, stored, ts = self._shape, self._stored, self.event_ts
+        missing = shape.missing
+        if self.status == "present":
+            return {
+                name: _new(FeatureValue, (stored[name], "present", ts))
+                if name in stored
+                else missing[name]
+                for name in shape.names
+            }
+        if self.status == "expired":
+            return {
+                name: _new(FeatureValue, (default, "expired", ts))
+                if name in stored
+                else missing[name]
+                for name, default in shape.defaults.items()
+            }
+        return missing.copy()
+
+    def items(self) -> ItemsView[str, FeatureValue]:
+        return self.to_dict().items()
+
+    def values(self) -> ValuesView[FeatureValue]:
+        return self.to_dict().values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shape.names)
+
+    def __len__(self) -> int:
+        return len(self._shape.names)
+
+    def __repr__(self) -> str:
+        return f"EntityRead({self.to_dict()!r})"
+
+
 #: Per read, per key (aligned with ``ViewRead.keys``): the entity's features, a mapping
-#: feature name -> FeatureValue (see ``online_values.EntityRead``).
-ReadResult = list[list["EntityRead"]]
+#: feature name -> FeatureValue.
+ReadResult = list[list[EntityRead]]
 
 
 class OnlineStore(Protocol):
@@ -119,3 +196,13 @@ class OnlineStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def _default(read: ViewRead, name: str) -> Any:
+    spec = read.view.spec(name)
+    return None if spec is None else spec.default
+
+
+#: ``_new(FeatureValue, (value, status, event_ts))`` builds a FeatureValue without the named
+#: tuple's ``__new__`` wrapper (about half the cost).
+_new = tuple.__new__

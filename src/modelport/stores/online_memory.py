@@ -34,7 +34,7 @@ from modelport.stores.online import (
     ViewRead,
     WriteResult,
 )
-from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, numbers, wins
+from modelport.stores.online_records import DEFAULT_GRACE_S, Record, assemble, numbers, wins
 from modelport.stores.sql.schema import online_features
 
 _Table = dict[str, Record]

@@ -69,7 +69,7 @@ from modelport.stores.online import (
     ViewRead,
     WriteResult,
 )
-from modelport.stores.online_values import DEFAULT_GRACE_S, Record, assemble, number, numbers
+from modelport.stores.online_records import DEFAULT_GRACE_S, Record, assemble, number, numbers
 
 log = structlog.get_logger("modelport.features")
 
@@ -80,7 +80,7 @@ CHUNK_ROWS = 1000
 
 # KEYS: two per row, the hash and the numbers key. ARGV, four per row: event ts, expiry (ms
 # since the epoch), values (JSON), numbers (packed). An equal event time wins, as in the memory
-# backend (see online_values.wins).
+# backend (see online_records.wins).
 _WRITE = """
 local written, stale = 0, 0
 for i = 1, #KEYS / 2 do
