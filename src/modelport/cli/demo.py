@@ -3,7 +3,8 @@
 The demo runs with authentication on, like production: it creates the ``demo`` tenant that owns
 the demo models, a platform admin key (``var/admin.key``) unless one is configured, and a demo
 key (``var/demo.key``, scopes infer, read and write). Both files are mode 0600 and are reused on
-the next start while the key still works.
+the next start while the key still works. It also writes ``var/cli.json``, so the CLI acts in the
+demo tenant and talks to this server without being told (``modelport.cli.config``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from modelport.cli.config import CliConfig, save_config
 from modelport.cli.models import run_with_services
 from modelport.cli.serve import run_server
 from modelport.container import Services
@@ -92,12 +94,16 @@ def demo(
     for name in pushed:
         console.print(f"[green]registered demo model[/green] {name} (tenant {TENANT})")
     base = f"http://{settings.host}:{settings.port}"
+    # The CLI's defaults: commands act in the demo tenant without --tenant, and reach this
+    # server for what only it holds (see modelport.cli.config).
+    config_file = save_config(CliConfig(TENANT, base, key_file))
     console.print(f"\n[bold]modelport[/bold] serving on {base}")
     console.print(f"  health   {base}/v2/health/ready")
     console.print(f"  API docs {base}/docs")
     console.print(f"  demo key {key_file} (tenant {TENANT}): {key}")
     if settings.admin_key_file is not None:
-        console.print(f"  admin key {settings.admin_key_file} (tenants, keys, /metrics)\n")
+        console.print(f"  admin key {settings.admin_key_file} (tenants, keys, /metrics)")
+    console.print(f"  CLI      {config_file}: tenant {TENANT} and this server by default\n")
     auth = f'-H "Authorization: Bearer $(cat {key_file})"'
     ranker_body = (
         '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":['

@@ -14,17 +14,28 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from modelport.cli.config import load_config, resolve_tenant
+from modelport.cli.server_api import ServerUnreachable, wait_serving
 from modelport.container import Services, build_services
 from modelport.errors import ModelportError
+from modelport.routing.policy import PRODUCTION
 from modelport.serving.config import VersionConfig
 from modelport.settings import Settings
+from modelport.stores.registry import VersionRecord
 
 app = typer.Typer(help="Register and inspect model versions.", no_args_is_help=True)
 console = Console()
+notes = Console(stderr=True)
 T = TypeVar("T")
 
 TenantOption = Annotated[
-    str, typer.Option(envvar="MODELPORT_TENANT", help="The tenant that owns the model.")
+    str,
+    typer.Option(
+        envvar="MODELPORT_TENANT",
+        callback=resolve_tenant,
+        help="The tenant that owns the model (default: the one in var/cli.json, which "
+        "`modelport demo` writes, else 'default').",
+    ),
 ]
 
 
@@ -146,8 +157,20 @@ def push(
     created_by: Annotated[
         str | None, typer.Option(help="Who pushes (kept in the history); default cli:<user>.")
     ] = None,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Serve this version: point the 'production' alias at it (after loading it "
+            "here to check it); every running replica follows, loading and warming it before "
+            "it takes traffic. Waits until the server in var/cli.json serves it.",
+        ),
+    ] = False,
+    wait_s: Annotated[
+        float, typer.Option(help="With --load: how long to wait for the server to serve it.")
+    ] = 60.0,
 ) -> None:
-    """Register SOURCE as the next version of NAME."""
+    """Register SOURCE as the next version of NAME (and with --load, serve it)."""
     if "://" not in source and not Path(source).exists():
         raise typer.BadParameter(
             f"{source} does not exist (no such file or folder)", param_hint="'source'"
@@ -163,23 +186,53 @@ def push(
         instances,
         warmup,
     )
-    record = run_with_services(
-        Settings(),
-        lambda s: s.registry.push(
+    actor = created_by or cli_actor()
+
+    async def action(s: Services) -> VersionRecord:
+        record = await s.registry.push(
             tenant,
             name,
             source,
             version_config,
             required=required,
             breaking=breaking,
-            created_by=created_by or cli_actor(),
-        ),
-    )
-    console.print(
-        f"[green]registered[/green] {record.model} version {record.version} "
-        f"(sha256 {record.sha256[:12]}…)"
-    )
+            created_by=actor,
+        )
+        console.print(
+            f"[green]registered[/green] {record.model} version {record.version} "
+            f"(sha256 {record.sha256[:12]}…)"
+        )
+        if load:
+            await s.releases.set_alias(
+                tenant, name, PRODUCTION, record.version, actor, "models push --load"
+            )
+        return record
+
+    record = run_with_services(Settings(), action)
     _print_signature(record.signature)
+    if load:
+        _wait_serving(record, wait_s)
+
+
+def _wait_serving(record: VersionRecord, wait_s: float) -> None:
+    console.print(f"'{PRODUCTION}' points at version {record.version}: replicas load it")
+    config = load_config()
+    if config.server is None:
+        return
+    try:
+        serving = wait_serving(config, record.model, record.version, wait_s)
+    except ServerUnreachable:
+        notes.print(f"note: no server answered at {config.server}; replicas load it as they start")
+        return
+    if not serving:
+        console.print(
+            f"[red]error:[/red] {config.server} does not serve {record.model} version "
+            f"{record.version} after {wait_s:g} s; see GET /v1/models/{record.model}/routing"
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"[green]serving[/green] {record.model} version {record.version} on {config.server}"
+    )
 
 
 def _print_signature(signature: dict[str, Any]) -> None:

@@ -36,11 +36,17 @@ class RepositoryService:
         self._pool = pool
         self._sync = sync
         self._required: set[tuple[str, str]] = set()
+        # What this replica was asked to serve: the models registered when it started, those
+        # loaded through the repository API, and those it came to serve through the release
+        # state. A model another tenant registers later is not in it until one of those
+        # happens, so a push alone never takes a serving replica out of its load balancer.
+        self._asked: set[tuple[str, str]] = set()
 
     async def load_on_start(self) -> None:
         """Load the newest version of every registered model, one after another; a model with
         release state (aliases, routing) gets the versions that state names instead."""
         for model in await self._store.list_models(None):
+            self._asked.add((model.tenant, model.name))
             if self._sync is not None and self._sync.manages(model.tenant, model.name):
                 continue
             latest = await self._store.latest_version(model.tenant, model.name)
@@ -51,6 +57,7 @@ class RepositoryService:
     async def load(self, tenant: str, model: str, version: str | None = None) -> LoadedVersion:
         """Load a version (the newest when not given); raises if it does not become READY."""
         record = await self._registry.version(tenant, model, version)
+        self._asked.add((tenant, model))
         entry = await self._pool.load(record)
         await self._refresh_required()
         if entry.state is not VersionState.READY:
@@ -92,14 +99,21 @@ class RepositoryService:
         return entries
 
     async def server_ready(self) -> bool:
-        """Ready when at least one model is required and each has a READY version."""
+        """Ready when this replica was asked to serve at least one required model and serves
+        each of them. A required model registered after start joins once it serves here
+        (loaded explicitly or through its release state); until then it is only not ready
+        itself (``/v2/models/{m}/ready``)."""
         try:
             await self._refresh_required()
         except Exception as exc:  # noqa: BLE001 - a registry outage keeps the last known set
             log.warning("readiness_registry_unavailable", error=type(exc).__name__)
-        if not self._required:
+        for key in self._required - self._asked:
+            if self._serving(*key):
+                self._asked.add(key)
+        asked = self._required & self._asked
+        if not asked:
             return False
-        return all(self._serving(*key) for key in self._required)
+        return all(self._serving(*key) for key in asked)
 
     def model_ready(self, tenant: str, model: str, version: str | None) -> bool:
         if version is None:
@@ -113,6 +127,7 @@ class RepositoryService:
         return self._pool.newest_ready(tenant, model) is not None
 
     async def _refresh_required(self) -> None:
-        self._required = {
-            (m.tenant, m.name) for m in await self._store.list_models(None) if m.required
-        }
+        registered = await self._store.list_models(None)
+        self._required = {(m.tenant, m.name) for m in registered if m.required}
+        # A deleted model leaves what this replica was asked to serve.
+        self._asked &= {(m.tenant, m.name) for m in registered}
