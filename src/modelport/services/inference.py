@@ -30,6 +30,7 @@ from modelport.serving.codec import InferRequest, decode_document
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT, FeatureJoinRuntime
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
+from modelport.serving.request_size import request_size_limit
 from modelport.serving.signature import validate_inputs
 from modelport.stores.registry import RegistryStore
 
@@ -93,7 +94,10 @@ class InferenceService:
                 return entry
             loading = self._pool.versions_of(tenant, model)
             if loading:
-                states = ", ".join(f"{v.version}: {v.state.value}" for v in loading)
+                states = ", ".join(
+                    f"{v.version}: {v.state.value}" + (f", {v.error}" if v.error else "")
+                    for v in loading
+                )
                 raise ModelNotReady(f"model '{model}' has no READY version ({states})")
             if await self._registry.get_model(tenant, model) is None:
                 raise ModelNotFound(model)
@@ -126,6 +130,37 @@ class InferenceService:
                 raise ModelNotReady(f"model '{model}' is loading its aliases; retry shortly")
             raise NotFound(f"model '{model}' has no alias '{alias}'")
         return await self.resolve(tenant, model, version)
+
+    def body_limit(self, tenant: str, model: str, version: str | None, alias: str | None) -> int:
+        """The largest body a request for this target may send, read before the body is:
+        the most any version it could go to accepts. 0 when no loaded version answers for
+        it here (``check_target`` then says why, or lets the request through)."""
+        routing = None
+        if version is None:
+            if "@" in model:
+                model, _, alias = model.partition("@")
+            routing = self._routes.installed.get((tenant, model))
+            if alias is not None:
+                version = None if routing is None else routing.aliases.get(alias)
+                if version is None:
+                    return 0
+        if version is not None:
+            return _body_limit(self._pool.get(tenant, model, version))
+        if routing is not None and routing.route is not None:
+            return max(_body_limit(self._pool.get(tenant, model, v)) for v in routing.route.versions)
+        return _body_limit(self._pool.newest_ready(tenant, model))
+
+    async def check_target(
+        self, tenant: str, model: str, version: str | None, alias: str | None
+    ) -> None:
+        """Raise what a request for this target would get (not found, not ready) when nothing
+        here serves it, before its body is read."""
+        if alias is None and "@" in model:
+            model, _, alias = model.partition("@")
+        if alias is not None and version is None:
+            await self._resolve_alias(tenant, model, alias)
+        else:
+            await self.resolve(tenant, model, version)
 
     def infer_document(
         self,
@@ -376,6 +411,19 @@ class InferenceService:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
             raise InvalidInput("parameters.timeout_ms must be a positive number of milliseconds")
         return float(raw) / 1000.0
+
+
+def _body_limit(entry: LoadedVersion | None) -> int:
+    if entry is None or entry.state is not VersionState.READY:
+        return 0
+    limit = entry.max_body_bytes
+    if limit < 0:
+        limit = entry.max_body_bytes = request_size_limit(entry.signature, entry.config) or 0
+    return limit if limit > 0 else UNBOUNDED
+
+
+#: What ``body_limit`` answers for a version whose requests have no size of their own.
+UNBOUNDED = 2**62
 
 
 def _wanted(entry: LoadedVersion, request: InferRequest) -> list[tuple[str, bool]]:

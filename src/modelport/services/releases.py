@@ -97,9 +97,11 @@ class ReleaseService:
         }
 
     def version_state(self, tenant: str, model: str, version: str) -> tuple[str, str | None]:
-        """A version's state in this replica (READY, LOADING, FAILED, UNLOADING, or
-        UNAVAILABLE when not loaded) and why its last load failed, if it did."""
+        """A version's state in this replica (READY, LOADING, UNHEALTHY, FAILED, UNLOADING,
+        or UNAVAILABLE when not loaded) and why it is unhealthy or its last load failed."""
         entry = self._pool.get(tenant, model, version)
+        if entry is not None and entry.state is VersionState.UNHEALTHY:
+            return entry.state.value, entry.error
         if entry is not None and entry.state is not VersionState.FAILED:
             return entry.state.value, None
         state = "UNAVAILABLE" if entry is None else entry.state.value

@@ -9,6 +9,12 @@ a worker thread; the event loop only stacks and slices arrays.
 Event-loop traps this module avoids: futures of requests whose caller went away (client
 disconnect cancels the awaiting task) are skipped, never set; every task it creates is kept in
 ``self._tasks`` until it finishes; timers are cancelled when the batch fills first.
+
+Nothing waits forever. Each runtime call carries one timer (``compute_timeout_s``): past it,
+the batch's requests fail with ``ComputeTimeout``, the queued ones with ``ModelNotReady``, the
+batcher stops taking requests and tells its owner (``on_hang``), which reloads the version; the
+thread stuck in the runtime is abandoned. The dispatcher task is supervised: if it dies, the
+error is logged, the queued requests fail with ``ModelNotReady`` and a new dispatcher starts.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 import structlog
 
 from modelport.errors import (
+    ComputeTimeout,
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,
@@ -36,6 +43,7 @@ from modelport.serving.config import BatchingConfig
 
 Arrays = dict[str, np.ndarray]
 Predict = Callable[[Arrays], Arrays]
+OnHang = Callable[[ComputeTimeout], None]
 
 log = structlog.get_logger("modelport.batcher")
 
@@ -165,6 +173,8 @@ class Batcher:
         label: str = "model",
         observer: BatchObserver | None = None,
         stacked: bool = True,
+        compute_timeout_s: float = 30.0,
+        on_hang: OnHang | None = None,
     ) -> None:
         self._predict = predict
         self._config = config
@@ -184,6 +194,11 @@ class Batcher:
         self._delay = config.max_queue_delay_ms / 1000.0
         self._max_batch = config.max_batch_size if stacked else 0
         self._stacked = stacked
+        self._compute_timeout = compute_timeout_s
+        self._on_hang = on_hang
+        self._refusal = f"{label} is not accepting requests (unloading)"
+        self.restarts = 0
+        """How many times the dispatcher died and was restarted."""
 
     def now(self) -> float:
         """The event loop's clock, which deadlines passed to ``enqueue`` are on."""
@@ -198,9 +213,53 @@ class Batcher:
     def start(self) -> None:
         if self._dispatcher is None:
             self._loop = asyncio.get_running_loop()
-            self._dispatcher = self._loop.create_task(
-                self._dispatch(), name=f"batcher:{self._label}"
-            )
+            self._start_dispatcher(self._loop)
+
+    def _start_dispatcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._dispatch(), name=f"batcher:{self._label}")
+        task.add_done_callback(self._dispatcher_done)
+        self._dispatcher = task
+
+    def _dispatcher_done(self, task: asyncio.Task[None]) -> None:
+        """Supervise the dispatcher: one that ends while the batcher is open died."""
+        if self._closing or task is not self._dispatcher or self._loop is None:
+            return
+        if task.cancelled():
+            reason = "it was cancelled"
+        else:
+            exc = task.exception()
+            reason = "it returned" if exc is None else f"{type(exc).__name__}: {exc}"
+        log.error(
+            "batcher_dispatcher_died",
+            model=self._label,
+            error=reason,
+            queued=len(self._state.pending),
+            exc_info=None if task.cancelled() else task.exception(),
+        )
+        self._fail_pending(
+            ModelNotReady(f"{self._label} dropped its queue after an internal error; retry")
+        )
+        self._wake = None
+        self._full = None
+        self.restarts += 1
+        self._start_dispatcher(self._loop)
+
+    def _fail_pending(self, error: ModelportError) -> None:
+        for item in self._state.pending:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._state = _State()
+
+    def abort(self, reason: str) -> None:
+        """Stop taking requests at once and fail the queued ones with ``ModelNotReady``
+        (``reason``); batches already running finish. ``close`` still has to be called."""
+        self._closing = True
+        self._refusal = reason
+        self._fail_pending(ModelNotReady(reason))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._full is not None and not self._full.done():
+            self._full.set_result(False)
 
     async def submit(self, inputs: Arrays, rows: int, deadline: float = float("inf")) -> Arrays:
         """Queue one request's rows and wait for its slice of the batch outputs."""
@@ -214,7 +273,7 @@ class Batcher:
         The request path awaits the future itself (one coroutine frame fewer per request than
         ``submit``); cancelling the future withdraws the request if its batch has not formed."""
         if self._closing or self._loop is None:
-            raise ModelNotReady(f"{self._label} is not accepting requests (unloading)")
+            raise ModelNotReady(self._refusal)
         if self._max_batch and rows > self._max_batch:
             raise InvalidInput(
                 f"request has {rows} rows but {self._label} takes at most "
@@ -316,9 +375,6 @@ class Batcher:
                 state.pending = deque()
                 state.rows = 0
                 state.earliest = float("inf")
-                observe = self._observer.queue_wait
-                for item in batch:
-                    observe(now - item.enqueued)
                 return batch
         # Drop requests nobody waits for any more, and fail those past their deadline.
         live: deque[Pending] = deque()
@@ -347,8 +403,6 @@ class Batcher:
         batch = [live[i] for i in indices]
         state.pending = deque([item for i, item in enumerate(live) if i not in chosen])
         state.rows -= sum(item.rows for item in batch)
-        for item in batch:
-            self._observer.queue_wait(now - item.enqueued)
         return batch
 
     def _take_all(self, pending: deque[Pending]) -> list[Pending] | None:
@@ -369,9 +423,25 @@ class Batcher:
         rows = sum(item.rows for item in batch)
         started = loop.time()
         try:
+            # Observed here rather than while the dispatcher forms the batch: an observer
+            # that raises fails this batch, never the dispatcher.
+            observe = self._observer.queue_wait
+            for item in batch:
+                observe(started - item.enqueued)
             merged = merge(batch)
-            outputs = await self._threads.run(self._predict, merged)
+            computing = self._threads.run(self._predict, merged)
+            timer = loop.call_later(self._compute_timeout, self._time_out, computing, rows)
+            try:
+                outputs = await computing
+            finally:
+                timer.cancel()
             parts = split(outputs, batch, self._stacked)
+        except ComputeTimeout as exc:
+            self._observer.batch(rows, loop.time() - started, ok=False)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            self._hung(exc)
         except Exception as exc:  # noqa: BLE001 - any runtime failure fails this batch only
             self._observer.batch(rows, loop.time() - started, ok=False)
             error = (
@@ -390,6 +460,33 @@ class Batcher:
                     item.future.set_result(part)
         finally:
             self._slots.release()
+
+    def _time_out(self, computing: asyncio.Future[Arrays], rows: int) -> None:
+        if not computing.done():
+            computing.set_exception(
+                ComputeTimeout(
+                    f"{self._label} did not finish a batch of {rows} row(s) within its compute "
+                    f"timeout of {self._compute_timeout:g} s (runtime.compute_timeout_s)"
+                )
+            )
+
+    def _hung(self, error: ComputeTimeout) -> None:
+        """A runtime call ran past the compute timeout: its thread is lost to this batcher.
+        Queued requests would wait behind it, so they fail now, and the owner reloads."""
+        if self._closing:
+            return
+        log.error(
+            "batch_timed_out",
+            model=self._label,
+            compute_timeout_s=self._compute_timeout,
+            queued=len(self._state.pending),
+        )
+        self.abort(
+            f"{self._label} is being reloaded: a batch ran past its compute timeout of "
+            f"{self._compute_timeout:g} s; retry shortly"
+        )
+        if self._on_hang is not None:
+            self._on_hang(error)
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Stop taking requests, finish the queued and running ones, then stop the dispatcher."""
@@ -410,10 +507,7 @@ class Batcher:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-            for item in self._state.pending:
-                if not item.future.done():
-                    item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
-            self._state = _State()
+            self._fail_pending(ModelNotReady(f"{self._label} was unloaded"))
 
 
 def _resolve(future: asyncio.Future[bool]) -> None:

@@ -48,6 +48,10 @@ class RuntimeConfig(BaseModel):
     """Threads onnxruntime uses to run independent operators in parallel."""
     instances: int = Field(default=1, ge=1, le=16)
     """Batches of this version computed at the same time."""
+    compute_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest one runtime call (one batch) may take. A batch past it fails with 504, and the
+    version is marked unhealthy and reloaded with a fresh runtime (taken out of rotation if
+    the reload fails): a hung runtime cannot keep callers waiting forever."""
     max_sequence_length: int = Field(default=256, ge=8, le=8192)
     """text-embedding only: tokens kept per text."""
 

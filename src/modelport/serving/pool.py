@@ -2,6 +2,12 @@
 
 A version is READY only after its artifact passed its checksum, the runtime loaded, and every
 warmup request went through the same batcher that live traffic uses.
+
+A READY version whose batch runs past its ``compute_timeout_s`` becomes UNHEALTHY (not served;
+requests get a fast 503) and is reloaded in the background with a fresh runtime and fresh
+threads; the thread stuck in the old runtime is abandoned (an ONNX run is told to stop). If the
+reload fails, the version is FAILED: out of rotation, with the reason, until it is loaded again.
+Every background task of the pool is kept in ``self._tasks`` and its failure logged.
 """
 
 from __future__ import annotations
@@ -9,19 +15,21 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
 from pydantic import ValidationError
 
-from modelport.errors import ArtifactError, ModelportError
+from modelport.errors import ArtifactError, ComputeTimeout, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
 from modelport.routing.window import Window
 from modelport.serving.batcher import Batcher
 from modelport.serving.compute import ComputeThreads
-from modelport.serving.config import FeaturesConfig, VersionConfig
+from modelport.serving.config import FeaturesConfig, RuntimeConfig, VersionConfig
 from modelport.serving.features import FeatureJoin, FeatureJoinRuntime, request_signature
 from modelport.serving.plan import RequestPlan
 from modelport.serving.runtimes import Runtime, load_runtime
@@ -35,10 +43,16 @@ log = structlog.get_logger("modelport.pool")
 FeatureJoinFactory = Callable[[str, FeaturesConfig], Awaitable[FeatureJoin]]
 """``(tenant, features config)`` -> the version's feature join (views at their versions)."""
 
+RuntimeLoader = Callable[[Path, RuntimeConfig], Runtime]
+"""``(local artifact, runtime config)`` -> a loaded runtime; ``load_runtime`` unless the pool's
+owner supplies another (a runtime kind of its own, or one that wraps the standard ones)."""
+
 
 class VersionState(enum.StrEnum):
     LOADING = "LOADING"
     READY = "READY"
+    UNHEALTHY = "UNHEALTHY"
+    """A batch ran past the compute timeout; not served while a fresh runtime loads."""
     FAILED = "FAILED"
     UNLOADING = "UNLOADING"
 
@@ -60,6 +74,9 @@ class LoadedVersion:
     sha256: str = ""
     """The artifact's digest."""
     inflight: int = 0
+    max_body_bytes: int = -1
+    """The largest request body this version has a use for (0: no bound of its own);
+    computed on first use by ``InferenceService.body_limit``."""
     """Requests routed here and not yet answered; an unload waits for them."""
     plan: RequestPlan | None = None
     """How this version's common requests are decoded straight into batcher arrays; None
@@ -67,6 +84,8 @@ class LoadedVersion:
     window: Window = field(default_factory=Window)
     """Cumulative requests, errors and latency of this version in this process (the rollout
     guard sums these over replicas); shared by every load of the same version."""
+    record: VersionRecord | None = None
+    """What this entry was loaded from: a reload after a hang loads it again."""
 
     @property
     def label(self) -> str:
@@ -88,10 +107,13 @@ class ModelPool:
         artifacts: ArtifactStore,
         metrics: Metrics,
         features: FeatureJoinFactory | None = None,
+        runtimes: RuntimeLoader = load_runtime,
     ) -> None:
         self._artifacts = artifacts
         self._metrics = metrics
         self._features = features
+        self._runtimes = runtimes
+        self._tasks: set[asyncio.Task[None]] = set()
         # Keyed by (tenant, model): two tenants' models of the same name never meet.
         self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
         self._serving: dict[tuple[str, str], LoadedVersion] = {}
@@ -150,6 +172,7 @@ class ModelPool:
             metrics=self._metrics.for_version(record.tenant, record.model, record.version),
             window=window,
             sha256=record.sha256,
+            record=record,
         )
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
@@ -186,7 +209,10 @@ class ModelPool:
     async def _start(self, entry: LoadedVersion, record: VersionRecord) -> None:
         def build() -> Runtime:
             path = self._artifacts.materialise(record.artifact_uri, record.sha256)
-            return load_runtime(path, entry.config.runtime)
+            return self._runtimes(path, entry.config.runtime)
+
+        def hung(error: ComputeTimeout) -> None:
+            self._hung(entry, error)
 
         join = None
         if entry.config.features is not None:
@@ -214,6 +240,8 @@ class ModelPool:
             label=entry.label,
             observer=entry.metrics,
             stacked=entry.signature.batchable,
+            compute_timeout_s=entry.config.runtime.compute_timeout_s,
+            on_hang=hung,
         )
         entry.batcher.start()
         entry.metrics.watch_queue(entry.batcher)
@@ -223,6 +251,61 @@ class ModelPool:
         for arrays in warmup_requests(entry.signature, entry.config.warmup, entry.model):
             rows = _rows(arrays) if entry.signature.batchable else 1
             await entry.batcher.submit(arrays, rows)
+
+    def _hung(self, entry: LoadedVersion, error: ComputeTimeout) -> None:
+        """A batch of ``entry`` ran past its compute timeout (its batcher already refuses
+        requests): stop serving it and reload it in the background."""
+        if entry.state is not VersionState.READY:
+            return  # a load's warmup hung (the load fails), or a reload is under way
+        entry.state = VersionState.UNHEALTHY
+        entry.error = f"{error.message}; reloading it with a fresh runtime"
+        self._refresh_serving(entry.tenant, entry.model)
+        self._refresh_gauges()
+        log.error(
+            "version_unhealthy",
+            tenant=entry.tenant,
+            model=entry.model,
+            version=entry.version,
+            compute_timeout_s=entry.config.runtime.compute_timeout_s,
+            error=error.message,
+        )
+        self._spawn(self._reload(entry), f"reload:{entry.model}:{entry.version}")
+
+    async def _reload(self, entry: LoadedVersion) -> None:
+        await self._stop(entry)  # batches still running end by their own timers
+        record = entry.record
+        if entry.state is not VersionState.UNHEALTHY or record is None:
+            return  # unloaded meanwhile: nothing to bring back
+        fresh = await self.load(record)
+        if fresh.state is VersionState.READY:
+            log.info(
+                "version_reloaded", tenant=entry.tenant, model=entry.model, version=entry.version
+            )
+            return
+        if fresh is entry or fresh.state is not VersionState.FAILED:
+            return
+        fresh.error = (
+            f"out of rotation: a batch ran past its compute timeout of "
+            f"{entry.config.runtime.compute_timeout_s:g} s and the reload failed: {fresh.error}"
+        )
+        self._load_errors[(fresh.tenant, fresh.model, fresh.version)] = fresh.error
+        log.error(
+            "version_out_of_rotation",
+            tenant=fresh.tenant,
+            model=fresh.model,
+            version=fresh.version,
+            error=fresh.error,
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool_task_failed", task=task.get_name(), exc_info=task.exception())
 
     async def unload(
         self, tenant: str, model: str, version: str, *, drain_timeout_s: float = 30.0
@@ -271,6 +354,10 @@ class ModelPool:
         entry.metrics.unwatch_queue()
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
         for entry in self.all():
             await self.unload(entry.tenant, entry.model, entry.version, drain_timeout_s=5.0)
 

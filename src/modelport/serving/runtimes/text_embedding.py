@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from modelport.errors import ArtifactError
 from modelport.serving.config import RuntimeConfig
 from modelport.serving.runtimes.base import check_utf8
-from modelport.serving.runtimes.onnx import create_session
+from modelport.serving.runtimes.onnx import create_session, run_options, stop_runs
 from modelport.serving.signature import Signature, TensorSpec
 
 MODEL_FILE = "model.onnx"
@@ -56,6 +56,7 @@ class TextEmbeddingRuntime:
         self._signature = read_text_embedding_signature(path)
         self._session = create_session(model_path, config)
         self._feeds = {i.name for i in self._session.get_inputs()}
+        self._run_options = run_options()
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=config.max_sequence_length)
         self._tokenizer.enable_padding()
@@ -78,11 +79,14 @@ class TextEmbeddingRuntime:
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._feeds:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        (hidden,) = self._session.run([self._session.get_outputs()[0].name], feed)
+        (hidden,) = self._session.run(
+            [self._session.get_outputs()[0].name], feed, self._run_options
+        )
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return {OUTPUT_NAME: (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)}
 
     def close(self) -> None:
+        stop_runs(self._run_options)
         del self._session
