@@ -225,6 +225,23 @@ async def get_version(
 
 
 @router.delete(
+    "/{model}",
+    status_code=204,
+    summary="Delete a model: its versions, aliases, routing, rollouts and unused artifacts",
+    responses={409: {"description": "Something still depends on the model (e.g. a rollout)."}},
+)
+async def delete_model(
+    model: ModelName,
+    svc: ServicesDep,
+    who: Writer,
+    reason: Annotated[str, Query(max_length=1000, description="Why (kept in history).")] = "",
+) -> Response:
+    tenant, actor = who
+    await svc.repository.delete_model(tenant, model, actor, reason)
+    return Response(status_code=204)
+
+
+@router.delete(
     "/{model}/versions/{version}",
     status_code=204,
     summary="Delete a version no alias, routing policy or rollout uses",

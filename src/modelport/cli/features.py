@@ -1,8 +1,10 @@
 """``modelport features …``: define feature views from YAML, push values, read them back.
 
 The commands work on the registry database and the online store the settings name (Redis when
-``MODELPORT_REDIS_URL`` is set). With the embedded store (no Redis), values pushed from here
-reach a running server only when it restarts: push to a running server through its API.
+``MODELPORT_REDIS_URL`` is set). The embedded store (no Redis) keeps values in the server's
+memory, so ``features push`` sends them through the API of the server named in ``var/cli.json``
+(``modelport demo`` writes it) when the tenant is that file's; if no server answers there, the
+values go to the database, which a server reads when it starts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from modelport.cli.config import CliConfig, load_config
 from modelport.cli.models import TenantOption, cli_actor, run_with_services
+from modelport.cli.server_api import ServerUnreachable, call
 from modelport.services.features import MAX_PUSH_ROWS
 from modelport.settings import Settings
 from modelport.stores.features import AppliedView
@@ -109,6 +113,18 @@ def push(
     if not isinstance(rows, list):
         raise typer.BadParameter(f"{file}: expected a JSON list of rows (or {{'rows': [...]}})")
     settings = Settings()
+    config = load_config()
+    if settings.redis_url is None and config.server is not None and config.tenant == tenant:
+        try:
+            result = _push_through(config, view, rows)
+        except ServerUnreachable:
+            notes.print(
+                f"note: no server answered at {config.server}; the values go to the database "
+                "and a server reads them when it starts"
+            )
+        else:
+            console.print(f"{view}: {result.written} written, {result.stale} stale")
+            return
 
     async def action(s: Any) -> WriteResult:
         written = stale = 0
@@ -125,6 +141,25 @@ def push(
             "note: the embedded online store keeps values in each server's memory; a running "
             "server sees these after a restart (push through its API, or set MODELPORT_REDIS_URL)"
         )
+
+
+def _push_through(config: CliConfig, view: str, rows: list[Any]) -> WriteResult:
+    """The rows through the server's API, so its in-process store holds them at once."""
+    written = stale = 0
+    for start in range(0, len(rows), MAX_PUSH_ROWS):
+        answer = call(
+            config,
+            "POST",
+            f"/v1/features/{view}/push",
+            {"rows": rows[start : start + MAX_PUSH_ROWS]},
+        )
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            detail = answer.body.get("error") if isinstance(answer.body, dict) else answer.body
+            console.print(f"[red]error:[/red] {config.server} answered {answer.status}: {detail}")
+            raise typer.Exit(1)
+        written += int(answer.body["written"])
+        stale += int(answer.body["stale"])
+    return WriteResult(written, stale)
 
 
 def _entities(raw: list[str]) -> dict[str, list[str]]:

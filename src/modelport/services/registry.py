@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ from modelport.stores.releases import Change, ReleaseStore
 from modelport.stores.tenancy import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+#: Given ``(tenant, model)``, what else still depends on the model (e.g. "experiment 'x'"):
+#: a model is not deleted while any check names something. A rollout in progress is checked
+#: by the store itself, in the deleting transaction.
+DependentsCheck = Callable[[str, str], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +92,18 @@ class RegistryService:
         *,
         feature_views: ViewGetter | None = None,
         online_store: OnlineStore | None = None,
+        dependents: Sequence[DependentsCheck] = (),
     ) -> None:
+        """``dependents``: the checks of whatever may refer to a model from outside it
+        (experiments register theirs here; a model whose feature join reads another model's
+        output would too). Nothing of the kind exists yet, so the server passes none."""
         self._store = store
         self._artifacts = artifacts
         self._tenants = tenants
         self._audit = audit
         self._views = feature_views
         self._online = online_store
+        self._dependents = tuple(dependents)
 
     async def push(
         self,
@@ -238,6 +249,24 @@ class RegistryService:
                 Change("golden_changed", actor, "", details={"examples": len(examples or [])}),
             )
         return len(examples or [])
+
+    async def delete_model(
+        self, tenant: str, name: str, actor: str, reason: str = ""
+    ) -> list[VersionRecord]:
+        """Delete a model with its versions, aliases, routing and rollouts (audited, and
+        announced to every replica, which unloads it), then the artifacts no other version
+        uses. Refused while something depends on it: a rollout in progress, or whatever a
+        dependents check names. Returns the deleted versions."""
+        if await self._store.get_model(tenant, name) is None:
+            raise ModelNotFound(name)
+        refuse: list[str] = []
+        for check in self._dependents:
+            refuse.extend(await check(tenant, name))
+        deleted = await self._store.delete_model(tenant, name, actor, reason, refuse=refuse)
+        for uri in sorted({v.artifact_uri for v in deleted}):
+            if not await self._store.artifact_in_use(uri):
+                await asyncio.to_thread(self._artifacts.delete, uri)
+        return deleted
 
     async def list_models(self, tenant: str) -> list[ModelDescription]:
         return [

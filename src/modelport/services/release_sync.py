@@ -135,6 +135,7 @@ class ReleaseSync:
                 self._generation = snapshot.generation
                 self._dirty = False
                 await self._apply(snapshot)
+                await self._unload_deleted()
                 if self._metrics is not None:
                     self._metrics.release_generation.set(snapshot.generation)
         elif self._dirty:
@@ -202,6 +203,17 @@ class ReleaseSync:
         self._needed[key] = plan.needed
         for version in previous - plan.needed:
             self._spawn(self._pool.unload(key[0], key[1], version))
+
+    async def _unload_deleted(self) -> None:
+        """A model deleted from the registry (a release change too) leaves this replica."""
+        loaded = {(e.tenant, e.model) for e in self._pool.all()}
+        if not loaded:
+            return
+        registered = {(m.tenant, m.name) for m in await self._registry.list_models(None)}
+        for tenant, model in sorted(loaded - registered):
+            log.info("deleted_model_unloaded", tenant=tenant, model=model)
+            for entry in self._pool.versions_of(tenant, model):
+                self._spawn(self._pool.unload(tenant, model, entry.version))
 
     def _hold(self, key: Key) -> None:
         """Until the model's routing is installed, the old way of serving it goes on; a model

@@ -71,6 +71,19 @@ class RepositoryService:
                     await self._pool.unload(tenant, model, older.version)
         return entry
 
+    async def delete_model(
+        self, tenant: str, model: str, actor: str, reason: str = ""
+    ) -> list[str]:
+        """Delete the model from the registry and unload it here at once; every other
+        replica unloads it as it follows the release state. Returns the deleted versions."""
+        deleted = await self._registry.delete_model(tenant, model, actor, reason)
+        for entry in self._pool.versions_of(tenant, model):
+            await self._pool.unload(tenant, model, entry.version)
+        self._asked.discard((tenant, model))
+        if self._sync is not None:
+            self._sync.poke()
+        return [v.version for v in deleted]
+
     async def unload(self, tenant: str, model: str) -> list[str]:
         loaded = self._pool.versions_of(tenant, model)
         if await self._store.get_model(tenant, model) is None and not loaded:

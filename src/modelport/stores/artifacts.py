@@ -173,6 +173,21 @@ class ArtifactStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def delete(self, uri: str) -> bool:
+        """Remove a stored artifact (a deleted model's); False when it is not under this
+        store's root or already gone. The caller checks that no version still uses it."""
+        fs, path = _url_to_fs(uri)
+        if not path.startswith(self._root + "/") or not fs.exists(path):
+            return False
+        fs.rm(path, recursive=True)
+        folder = path.rsplit("/", 1)[0]
+        try:
+            if _is_local(fs) and not fs.ls(folder):
+                fs.rmdir(folder)  # the empty content folder; object stores have none
+        except OSError:
+            pass  # another artifact of the same content, or a concurrent push: keep it
+        return True
+
     def materialise(self, uri: str, sha256: str) -> Path:
         """A local path holding the artifact, verified against ``sha256``."""
         fs, path = _url_to_fs(uri)

@@ -13,15 +13,31 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound
-from modelport.stores.sql.schema import model_versions, models
+from modelport.stores.sql.schema import (
+    aliases,
+    audit_log,
+    model_versions,
+    models,
+    release_clock,
+    rollouts,
+    routing,
+    version_stats,
+)
 from modelport.stores.sql.timestamps import as_utc
 
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
+
+#: The audit action of a model's deletion; its details keep the last version number given.
+MODEL_DELETED = "model_deleted"
+#: Rollout states that still move traffic (kept equal to the release store's).
+_ACTIVE_ROLLOUTS = ("running", "paused")
+#: PostgreSQL channel replicas listen on for release changes (the release store's).
+_RELEASES_CHANNEL = "modelport_releases"
 
 
 def is_version_number(version: str) -> bool:
@@ -67,6 +83,9 @@ class RegistryStore:
         async with self._engine.begin() as conn:
             row = (await conn.execute(select(models).where(*where))).first()
             if row is None:
+                # A name that was deleted goes on from its last number: an answer cached for
+                # an old version (keyed by number) is never served for a new one.
+                given = await _last_deleted_version(conn, tenant, name)
                 try:
                     # A savepoint: PostgreSQL aborts the whole transaction on a failed insert.
                     async with conn.begin_nested():
@@ -76,6 +95,7 @@ class RegistryStore:
                                 name=name,
                                 required=True if required is None else required,
                                 created_at=now,
+                                last_version=given,
                             )
                         )
                 except IntegrityError:
@@ -207,6 +227,112 @@ class RegistryStore:
                 )
             ).first()
         return None if row is None else _version(tenant, model, row)
+
+    async def delete_model(
+        self, tenant: str, name: str, actor: str, reason: str, *, refuse: list[str] | None = None
+    ) -> list[VersionRecord]:
+        """Delete the model, its versions, aliases, routing, rollouts and statistics in one
+        transaction, audited and announced to replicas like any release change; refuses while
+        a rollout is in progress, or when ``refuse`` names other dependents. Returns the
+        versions it deleted (their artifacts are the caller's to remove)."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(models.c.id, models.c.last_version).where(
+                        models.c.tenant == tenant, models.c.name == name
+                    )
+                )
+            ).first()
+            if row is None:
+                raise ModelNotFound(name)
+            model_id = int(row.id)
+            users = list(refuse or [])
+            rollout = (
+                await conn.execute(
+                    select(rollouts.c.id, rollouts.c.state).where(
+                        rollouts.c.model_id == model_id, rollouts.c.state.in_(_ACTIVE_ROLLOUTS)
+                    )
+                )
+            ).first()
+            if rollout is not None:
+                users.insert(0, f"rollout {rollout.id} ({rollout.state}; abort or finish it)")
+            if users:
+                raise Conflict(
+                    f"model '{name}' cannot be deleted while {'; '.join(users)} depends on it"
+                )
+            deleted = [
+                _version(tenant, name, r)
+                for r in (
+                    await conn.execute(
+                        select(model_versions)
+                        .where(model_versions.c.model_id == model_id)
+                        .order_by(model_versions.c.version)
+                    )
+                ).all()
+            ]
+            for table in (aliases, routing, rollouts, model_versions):
+                await conn.execute(delete(table).where(table.c.model_id == model_id))
+            await conn.execute(
+                delete(version_stats).where(
+                    version_stats.c.tenant == tenant, version_stats.c.model == name
+                )
+            )
+            await conn.execute(delete(models).where(models.c.id == model_id))
+            last = max([int(row.last_version or 0), *(int(v.version) for v in deleted)])
+            await conn.execute(
+                insert(audit_log).values(
+                    tenant=tenant,
+                    model=name,
+                    action=MODEL_DELETED,
+                    actor=actor,
+                    from_ref=",".join(v.version for v in deleted) or None,
+                    to_ref=None,
+                    reason=reason,
+                    details={"versions": [v.version for v in deleted], "last_version": last},
+                    at=dt.datetime.now(dt.UTC),
+                )
+            )
+            # Replicas follow the release clock: the bump makes them drop the model's routes
+            # and unload its versions.
+            await conn.execute(
+                update(release_clock)
+                .where(release_clock.c.id == 1)
+                .values(generation=release_clock.c.generation + 1)
+            )
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_notify(:channel, '')"), {"channel": _RELEASES_CHANNEL}
+                )
+        return deleted
+
+    async def artifact_in_use(self, uri: str) -> bool:
+        """Whether any version (of any model) still points at ``uri``."""
+        async with self._engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    select(model_versions.c.id).where(model_versions.c.artifact_uri == uri).limit(1)
+                )
+            ).first()
+        return found is not None
+
+
+async def _last_deleted_version(conn: AsyncConnection, tenant: str, name: str) -> int:
+    """The highest version number a deleted model of this name had given (0 if none)."""
+    rows = (
+        await conn.execute(
+            select(audit_log.c.details).where(
+                audit_log.c.tenant == tenant,
+                audit_log.c.model == name,
+                audit_log.c.action == MODEL_DELETED,
+            )
+        )
+    ).all()
+    numbers = [
+        int(r.details["last_version"])
+        for r in rows
+        if isinstance(r.details, dict) and isinstance(r.details.get("last_version"), int)
+    ]
+    return max(numbers, default=0)
 
 
 async def _model_id(conn: AsyncConnection, tenant: str, model: str) -> int:
