@@ -16,98 +16,63 @@ Needs ``wrk`` and Redis (``--redis-url``). Writes ``docs/benchmarks/features_joi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import statistics
-import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
+from harness import BENCH_TENANT, RANKER, Processes, Server
+from harness.cli import parse, parser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import infer_throughput as base
-
-DEFAULT_OUT = base.REPO / "docs" / "benchmarks"
 VIEWS = {"user_stats": "user", "item_stats": "item"}
 PER_VIEW = 32
-WRITE_KEY: dict[str, str] = {}
 
 
-def register(workdir: Path, redis_url: str, args_instances: int) -> None:
-    from modelport.container import build_services
-    from modelport.demo.models import build_ranker, ranker_config
+def register(workdir: Path, redis_url: str, instances: int) -> tuple[str, str]:
+    """The views, ``ranker`` and ``ranker_features``; (an infer key, a key that may write)."""
     from modelport.serving.config import FeatureInput, FeaturesConfig
-    from modelport.settings import Settings
     from modelport.stores.online import FeatureSpec
 
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{workdir / 'modelport.db'}",
-        artifacts_uri=str(workdir / "artifacts"),
-        cache_dir=workdir / "cache",
-        redis_url=redis_url,
-    )
-    path = build_ranker(workdir / "build" / "ranker.onnx")
+    path, config = harness.demo_model(RANKER, workdir / "build")
     refs = [f"{view}:f{i}" for view in VIEWS for i in range(PER_VIEW)]
 
-    async def push() -> None:
-        services = await build_services(settings)
-        try:
-            await services.tenancy.ensure_tenant(base.BENCH_TENANT)
-            for view, entity in VIEWS.items():
-                await services.features.apply_view(
-                    base.BENCH_TENANT,
-                    view,
-                    entity,
-                    [FeatureSpec(f"f{i}", "float", 0.0) for i in range(PER_VIEW)],
-                    ttl_s=86_400,
-                    actor="bench",
+    async def push(services: Any) -> tuple[str, str]:
+        for view, entity in VIEWS.items():
+            await services.features.apply_view(
+                BENCH_TENANT,
+                view,
+                entity,
+                [FeatureSpec(f"f{i}", "float", 0.0) for i in range(PER_VIEW)],
+                ttl_s=86_400,
+                actor="bench",
+            )
+        # Both versions get two compute instances: while one batch waits for its features
+        # (a network round trip) another can run. Same config for both, so the comparison
+        # stays like for like.
+        config.runtime.instances = instances
+        await services.registry.push(BENCH_TENANT, RANKER, path, config, created_by="bench")
+        joined = config.model_copy(
+            update={
+                "features": FeaturesConfig(
+                    entities={"user": "user_id", "item": "item_id"},
+                    inputs={"input": FeatureInput(features=refs)},
                 )
-            # Both versions get two compute instances: while one batch waits for its features
-            # (a network round trip) another can run. Same config for both, so the comparison
-            # stays like for like.
-            config = ranker_config()
-            config.runtime.instances = args_instances
-            await services.registry.push(
-                base.BENCH_TENANT, "ranker", path, config, created_by="bench"
-            )
-            joined = config.model_copy(
-                update={
-                    "features": FeaturesConfig(
-                        entities={"user": "user_id", "item": "item_id"},
-                        inputs={"input": FeatureInput(features=refs)},
-                    )
-                }
-            )
-            await services.registry.push(
-                base.BENCH_TENANT, "ranker_features", path, joined, created_by="bench"
-            )
-            issued = await services.tenancy.create_key(base.BENCH_TENANT, ["infer", "read"])
-            base.KEYS["tenant"] = issued.secret
-            writer = await services.tenancy.create_key(base.BENCH_TENANT, ["read", "write"])
-            WRITE_KEY["key"] = writer.secret
-        finally:
-            await services.close()
+            }
+        )
+        await services.registry.push(
+            BENCH_TENANT, "ranker_features", path, joined, created_by="bench"
+        )
+        infer = await harness.issue_key(services, ["infer", "read"])
+        return infer, await harness.issue_key(services, ["read", "write"])
 
-    asyncio.run(push())
+    return harness.in_registry(workdir, push, redis_url=redis_url)
 
 
-def post(server: base.Server, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(  # noqa: S310 - loopback only
-        server.url(path),
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {WRITE_KEY['key']}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-        return json.loads(response.read())
-
-
-def fill_store(server: base.Server, entities: int) -> None:
+def fill_store(server: Server, writer: str, entities: int) -> None:
     rng = np.random.default_rng(3)
     now = dt.datetime.now(dt.UTC).timestamp()
     for view, entity in VIEWS.items():
@@ -124,7 +89,9 @@ def fill_store(server: base.Server, entities: int) -> None:
                     strict=True,
                 )
             ]
-            post(server, f"/v1/features/{view}/push", {"rows": rows})
+            harness.call_json(
+                server, "POST", f"/v1/features/{view}/push", {"rows": rows}, key=writer
+            )
 
 
 def bodies(entities: int, count: int) -> tuple[list[bytes], list[bytes]]:
@@ -164,55 +131,39 @@ def bodies(entities: int, count: int) -> tuple[list[bytes], list[bytes]]:
     return joined, direct
 
 
-def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dict[str, Any]:
-    machine = base.machine_info()
+def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str, Any]:
+    machine = harness.machine_info()
     started = dt.datetime.now(dt.UTC)
-    register(workdir, args.redis_url, args.instances)
-    port = base.free_port()
-    env = base.modelport_env(workdir, port)
-    env["MODELPORT_REDIS_URL"] = args.redis_url
-    server = procs.start(
-        "modelport",
-        [sys.executable, "-m", "modelport", "serve"],
-        port,
-        env,
-        workdir,
-        workdir / "modelport.log",
-    )
-    base.wait_ready(server, "/v2/health/ready", 120)
-    fill_store(server, args.entities)
+    key, writer = register(workdir, args.redis_url, args.instances)
+    server = harness.start_modelport(procs, workdir, tenant_key=key, redis_url=args.redis_url)
+    fill_store(server, writer, args.entities)
     joined, direct = bodies(args.entities, args.bodies)
-    joined_file, direct_file = workdir / "joined.txt", workdir / "direct.txt"
-    joined_file.write_bytes(b"\n".join(joined) + b"\n")
-    direct_file.write_bytes(b"\n".join(direct) + b"\n")
-    base.check_answer(server, "/v2/models/ranker_features/infer", joined[0], "score")
-    base.check_answer(server, "/v2/models/ranker/infer", direct[0], "score")
+    joined_file = harness.write_bodies(workdir / "joined.txt", joined)
+    direct_file = harness.write_bodies(workdir / "direct.txt", direct)
+    harness.check_answer(server, "/v2/models/ranker_features/infer", joined[0], "score")
+    harness.check_answer(server, "/v2/models/ranker/infer", direct[0], "score")
     points = {
         "direct": ("/v2/models/ranker/infer", direct_file, "ranker"),
         "joined": ("/v2/models/ranker_features/infer", joined_file, "ranker_features"),
     }
     for path, body_file, _ in points.values():
-        base.run_wrk(server.url(path), body_file, 64, args.warmup, 1)
+        harness.run_wrk(server.url(path), body_file, 64, args.warmup, key=key)
     runs: list[dict[str, Any]] = []
-    for run in range(args.runs):
-        for name, (path, body_file, model) in points.items():
-            base.wait_for_quiet(args.quiet_wait)
-            point = base.load(server, path, body_file, 64, args.duration, 1, model)
-            point.update(run=run, kind=name)
-            point.pop("metrics", None)
-            runs.append(point)
-            print(
-                f"run {run}: {name:<7} {point['req_s']:>8.0f} req/s p50 {point['p50_ms']:.2f} "
-                f"p99 {point['p99_ms']:.2f} ms batch {point.get('mean_batch', 0):.1f} "
-                f"non-2xx {point['non_2xx']}"
-            )
+    for run, name, _ in harness.interleaved(list(points), args.runs, args.quiet_wait, first=0):
+        path, body_file, model = points[name]
+        point = harness.load(server, path, body_file, 64, args.duration, 1, model)
+        point.update(run=run, kind=name)
+        point.pop("metrics", None)
+        runs.append(point)
+        print(
+            f"run {run}: {name:<7} {point['req_s']:>8.0f} req/s p50 {point['p50_ms']:.2f} "
+            f"p99 {point['p99_ms']:.2f} ms batch {point.get('mean_batch', 0):.1f} "
+            f"non-2xx {point['non_2xx']}"
+        )
     summary: dict[str, Any] = {}
     for name in points:
         mine = [r for r in runs if r["kind"] == name]
-        summary[name] = {
-            k: round(statistics.median(r[k] for r in mine), 3)
-            for k in ("req_s", "p50_ms", "p99_ms", "mean_batch")
-        }
+        summary[name] = harness.medians(mine, ("req_s", "p50_ms", "p99_ms", "mean_batch"))
         summary[name]["non_2xx_total"] = sum(r["non_2xx"] for r in mine)
     ratios = [
         j["req_s"] / d["req_s"]
@@ -225,7 +176,7 @@ def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dic
     summary["ratio_median"] = round(statistics.median(ratios), 3)
     return {
         "started": started.isoformat(timespec="seconds"),
-        "command": base.command_line(),
+        "command": harness.command_line(),
         "machine": machine,
         "settings": {
             "duration_s": args.duration,
@@ -274,27 +225,24 @@ def render(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=20)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--warmup", type=float, default=3)
-    p.add_argument("--entities", type=int, default=10_000)
+    p = parser(__doc__)
+    p.add_argument("--duration", type=float, default=20, help="seconds per wrk run (20)")
+    p.add_argument("--warmup", type=float, default=3, help="unmeasured seconds per point (3)")
+    p.add_argument("--entities", type=int, default=10_000, help="users and items (10000)")
     p.add_argument(
         "--instances", type=int, default=2, help="runtime instances of both versions (2)"
     )
-    p.add_argument("--bodies", type=int, default=2_000)
-    p.add_argument("--quiet-wait", type=float, default=30)
+    p.add_argument("--bodies", type=int, default=2_000, help="distinct request bodies (2000)")
     p.add_argument(
         "--redis-url",
         default=os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     )
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--no-write", action="store_true")
-    return p.parse_args(argv)
+    quick = {"duration": 2, "warmup": 1, "runs": 1, "entities": 1_000, "bodies": 200}
+    return parse(p, argv, quick)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return base.run_scenario(parse_args(argv), bench, render, "features_join")
+    return harness.run_scenario(parse_args(argv), bench, render, "features_join")
 
 
 if __name__ == "__main__":

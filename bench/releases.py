@@ -19,86 +19,49 @@ Runs are interleaved ``--runs`` times; the report quotes medians. Needs ``wrk``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import json
 import statistics
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+from harness import RANKER, Processes, Server
+from harness.cli import parse, parser
 
-import infer_throughput as base
-
-RANKER = base.RANKER
-DEFAULT_OUT = base.REPO / "docs" / "benchmarks"
-WRITE_KEY: dict[str, str] = {}
+ALIAS = f"/v1/models/{RANKER}/aliases/production"
 
 
-def register_versions(workdir: Path) -> None:
-    """Two ranker versions (seeds 7 and 8), production on version 1, and a key that may write."""
-    from modelport.container import build_services
-    from modelport.demo.models import build_ranker, ranker_config
-    from modelport.settings import Settings
+def register_versions(workdir: Path) -> tuple[str, str]:
+    """Two ranker versions (seeds 7 and 8), production on version 1; (an infer key, a key that
+    may write)."""
 
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{workdir / 'modelport.db'}",
-        artifacts_uri=str(workdir / "artifacts"),
-        cache_dir=workdir / "cache",
-    )
-
-    async def push() -> None:
-        services = await build_services(settings)
-        try:
-            await services.tenancy.ensure_tenant(base.BENCH_TENANT)
-            for seed in (7, 8):
-                path = build_ranker(workdir / "build" / f"ranker-{seed}.onnx", seed=seed)
-                await services.registry.push(
-                    base.BENCH_TENANT, RANKER, path, ranker_config(), created_by="bench"
-                )
-            await services.releases.set_alias(
-                base.BENCH_TENANT, RANKER, "production", "1", "bench", "benchmark start"
+    async def push(services: Any) -> tuple[str, str]:
+        for seed in (7, 8):
+            path, config = harness.demo_model(RANKER, workdir / "build", seed=seed)
+            await services.registry.push(
+                harness.BENCH_TENANT, RANKER, path, config, created_by="bench"
             )
-            issued = await services.tenancy.create_key(base.BENCH_TENANT, ["infer", "read"])
-            base.KEYS["tenant"] = issued.secret
-            writer = await services.tenancy.create_key(base.BENCH_TENANT, ["read", "write"])
-            WRITE_KEY["key"] = writer.secret
-        finally:
-            await services.close()
+        await services.releases.set_alias(
+            harness.BENCH_TENANT, RANKER, "production", "1", "bench", "benchmark start"
+        )
+        infer = await harness.issue_key(services, ["infer", "read"])
+        return infer, await harness.issue_key(services, ["read", "write"])
 
-    asyncio.run(push())
-
-
-def admin(server: base.Server, method: str, path: str, body: dict[str, Any] | None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(  # noqa: S310 - loopback only
-        server.url(path),
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {WRITE_KEY['key']}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-        return json.loads(response.read() or b"null")
+    return harness.in_registry(workdir, push)
 
 
 def flipper(
-    server: base.Server, flips: int, start_after: float, every: float, out: list[float]
+    server: Server, writer: str, flips: int, start_after: float, every: float, out: list[float]
 ) -> threading.Thread:
     def run() -> None:
         time.sleep(start_after)
         target = "2"
         for _ in range(flips):
             began = time.perf_counter()
-            admin(
-                server,
-                "PUT",
-                f"/v1/models/{RANKER}/aliases/production",
-                {"version": target, "reason": "bench flip"},
-            )
+            body = {"version": target, "reason": "bench flip"}
+            harness.call_json(server, "PUT", ALIAS, body, key=writer)
             out.append(time.perf_counter() - began)
             target = "1" if target == "2" else "2"
             time.sleep(every)
@@ -108,43 +71,43 @@ def flipper(
     return thread
 
 
-def set_shadow(server: base.Server, percent: float | None) -> None:
+def set_shadow(server: Server, writer: str, percent: float | None) -> None:
+    path = f"/v1/models/{RANKER}/routing"
     if percent is None:
-        admin(server, "DELETE", f"/v1/models/{RANKER}/routing", None)
+        harness.call_json(server, "DELETE", path, key=writer)
         return
-    admin(
-        server,
-        "PUT",
-        f"/v1/models/{RANKER}/routing",
-        {"shadow": {"target": "2", "percent": percent}, "reason": "bench shadow"},
-    )
+    body = {"shadow": {"target": "2", "percent": percent}, "reason": "bench shadow"}
+    harness.call_json(server, "PUT", path, body, key=writer)
 
 
-def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dict[str, Any]:
-    machine = base.machine_info()
+def shadow_counts(server: Server, writer: str) -> dict[str, Any]:
+    answer = harness.call_json(server, "GET", f"/v1/models/{RANKER}/shadow", key=writer)
+    return answer["shadow"] or {}
+
+
+def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str, Any]:
+    machine = harness.machine_info()
     started = dt.datetime.now(dt.UTC)
-    register_versions(workdir)
-    body_file = workdir / "ranker_body.json"
-    body_file.write_bytes(base.ranker_body() + b"\n")
-    server = base.start_modelport(procs, workdir, 120)
+    key, writer = register_versions(workdir)
+    body_file = harness.write_bodies(workdir / "ranker_body.json", [harness.ranker_body()])
+    server = harness.start_modelport(procs, workdir, tenant_key=key)
     path = f"/v2/models/{RANKER}/infer"
-    base.check_answer(server, path, base.ranker_body(), "score")
-    base.run_wrk(server.url(path), body_file, 64, args.warmup, 1)
+    harness.check_answer(server, path, harness.ranker_body(), "score")
+    harness.run_wrk(server.url(path), body_file, 64, args.warmup, key=key)
 
     swap_runs: list[dict[str, Any]] = []
     shadow_runs: list[dict[str, Any]] = []
-    for run in range(args.runs):
-        base.wait_for_quiet(args.quiet_wait)
-        admin(server, "PUT", f"/v1/models/{RANKER}/aliases/production", {"version": "1"})
-        steady = base.load(server, path, body_file, 64, args.duration, 1, None)
+    for run, _, _ in harness.interleaved([None], args.runs, args.quiet_wait, first=0):
+        harness.call_json(server, "PUT", ALIAS, {"version": "1"}, key=writer)
+        steady = harness.load(server, path, body_file, 64, args.duration)
         steady.update(run=run, flips=0)
         swap_runs.append(steady)
         print(f"run {run}: steady   {steady['req_s']:>8.0f} req/s p99 {steady['p99_ms']:.2f} ms")
 
         flip_times: list[float] = []
         every = max(0.2, (args.duration - 4) / max(args.flips, 1) - 0.2)
-        thread = flipper(server, args.flips, 2.0, every, flip_times)
-        flipping = base.load(server, path, body_file, 64, args.duration, 1, None)
+        thread = flipper(server, writer, args.flips, 2.0, every, flip_times)
+        flipping = harness.load(server, path, body_file, 64, args.duration)
         thread.join(timeout=120)
         flipping.update(
             run=run,
@@ -158,23 +121,23 @@ def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dic
         )
 
         for percent in (None, 10.0, 100.0):
-            set_shadow(server, percent)
-            before = admin(server, "GET", f"/v1/models/{RANKER}/shadow", None)["shadow"] or {}
-            point = base.load(server, path, body_file, 16, args.shadow_duration, 1, None)
-            summary = admin(server, "GET", f"/v1/models/{RANKER}/shadow", None)["shadow"] or {}
-            for key in ("mirrored", "dropped"):
-                summary[key] = summary.get(key, 0) - before.get(key, 0)
+            set_shadow(server, writer, percent)
+            before = shadow_counts(server, writer)
+            point = harness.load(server, path, body_file, 16, args.shadow_duration)
+            summary = shadow_counts(server, writer)
+            for counter in ("mirrored", "dropped"):
+                summary[counter] = summary.get(counter, 0) - before.get(counter, 0)
             point.update(run=run, shadow_percent=percent or 0.0, shadow=summary)
             shadow_runs.append(point)
             print(
                 f"run {run}: shadow {percent or 0:>5.0f} % {point['req_s']:>8.0f} req/s "
                 f"p50 {point['p50_ms']:.2f} p99 {point['p99_ms']:.2f} ms"
             )
-        set_shadow(server, None)
+        set_shadow(server, writer, None)
 
     return {
         "started": started.isoformat(timespec="seconds"),
-        "command": base.command_line(),
+        "command": harness.command_line(),
         "machine": machine,
         "settings": {
             "duration_s": args.duration,
@@ -188,17 +151,13 @@ def bench(args: argparse.Namespace, procs: base.Processes, workdir: Path) -> dic
     }
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return round(statistics.median(r[key] for r in runs), 3)
-
-
 def _swap_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     steady = [r for r in runs if r["flips"] == 0]
     flipping = [r for r in runs if r["flips"] > 0]
     flips = [t for r in flipping for t in r["flip_ms"]]
     return {
-        "steady": {k: _median(steady, k) for k in ("req_s", "p50_ms", "p99_ms")},
-        "flipping": {k: _median(flipping, k) for k in ("req_s", "p50_ms", "p99_ms")},
+        "steady": harness.medians(steady, ("req_s", "p50_ms", "p99_ms")),
+        "flipping": harness.medians(flipping, ("req_s", "p50_ms", "p99_ms")),
         "non_2xx_total": sum(r["non_2xx"] for r in flipping),
         "socket_errors_total": sum(r["socket_errors"] for r in flipping),
         "flips_total": sum(r["flips"] for r in flipping),
@@ -213,7 +172,7 @@ def _shadow_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         points = [r for r in runs if r["shadow_percent"] == percent]
         shadows = [r["shadow"] for r in points if r["shadow"]]
         out[f"{percent:g}"] = {
-            **{k: _median(points, k) for k in ("req_s", "p50_ms", "p99_ms")},
+            **harness.medians(points, ("req_s", "p50_ms", "p99_ms")),
             "non_2xx_total": sum(r["non_2xx"] for r in points),
             "mirrored": round(statistics.median(s["mirrored"] for s in shadows)) if shadows else 0,
             "dropped": round(statistics.median(s["dropped"] for s in shadows)) if shadows else 0,
@@ -278,20 +237,17 @@ def render(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--duration", type=float, default=20, help="seconds per hot-swap run (20)")
     p.add_argument("--shadow-duration", type=float, default=10, help="seconds per shadow point")
-    p.add_argument("--runs", type=int, default=3, help="interleaved runs (3)")
     p.add_argument("--flips", type=int, default=10, help="alias flips per run (10)")
     p.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first (3)")
-    p.add_argument("--quiet-wait", type=float, default=30, help="wait for other load (30 s)")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--no-write", action="store_true", help="print only")
-    return p.parse_args(argv)
+    quick = {"duration": 6, "shadow_duration": 2, "runs": 1, "flips": 2, "warmup": 1}
+    return parse(p, argv, quick)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return base.run_scenario(parse_args(argv), bench, render, "releases")
+    return harness.run_scenario(parse_args(argv), bench, render, "releases")
 
 
 if __name__ == "__main__":
