@@ -4,6 +4,7 @@ candidate or rolls it back; and the latency windows its verdicts are computed fr
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from modelport.routing import binomial
 from modelport.routing.guard import Action, RolloutPlan, evaluate
 from modelport.routing.window import BOUNDS, Window
 
@@ -131,6 +133,13 @@ def test_an_error_rate_breach_rolls_back_before_hold_s_is_up() -> None:
     assert verdict.action is Action.ROLLBACK
 
 
+def test_a_few_errors_are_no_evidence_of_a_worse_error_rate() -> None:
+    # 3 of 100 where 1 % may fail: p=0.08, not enough to throw the rollout away.
+    verdict = evaluate(plan(), 0, 60.0, window(1000), window(100, errors=3))
+    assert verdict.action is Action.ADVANCE
+    assert verdict.figures["error_p_value"] == pytest.approx(0.079, abs=0.001)
+
+
 def test_errors_within_the_allowed_increase_over_the_baseline_advance() -> None:
     # Baseline 2 %, candidate 2.5 %: within the default allowance of +1 point.
     verdict = evaluate(plan(), 0, 60.0, window(1000, errors=20), window(200, errors=5))
@@ -144,12 +153,45 @@ def test_a_p99_breach_rolls_back_naming_p99() -> None:
     assert verdict.figures["candidate_p99_ms"] > verdict.figures["baseline_p99_ms"] * 1.5
 
 
-def test_a_slow_tail_of_the_candidate_is_a_p99_breach() -> None:
-    candidate = window(195, latency_ms=10)
-    candidate = candidate.add(window(5, latency_ms=400))  # 2.5 % of requests are slow
-    verdict = evaluate(plan(), 0, 60.0, window(1000, latency_ms=10), candidate)
+def test_a_slow_tail_of_the_candidate_is_a_p99_breach_once_the_evidence_is_in() -> None:
+    # 2.5 % of requests are slow where 1 % may be: 5 of 200 could still be bad luck (p=0.05),
+    # so the step waits and says so; 20 of 800 cannot (p < 0.001).
+    baseline = window(4000, latency_ms=10)
+    early = window(195, latency_ms=10).add(window(5, latency_ms=400))
+    verdict = evaluate(plan(), 0, 60.0, baseline, early)
+    assert verdict.action is Action.HOLD
+    assert "not sure of the p99 yet" in verdict.reason
+    assert "5 of 200 candidate requests (2.5%) above the bound" in verdict.reason
+    later = window(780, latency_ms=10).add(window(20, latency_ms=400))
+    verdict = evaluate(plan(), 0, 60.0, baseline, later)
     assert verdict.action is Action.ROLLBACK
-    assert "p99" in verdict.reason
+    assert "p99" in verdict.reason and "a regression" in verdict.reason
+    assert verdict.figures["candidate_above_bound"] == 20
+    assert verdict.figures["latency_p_value"] < 0.001
+
+
+def test_two_slow_requests_of_a_hundred_are_no_evidence_of_a_regression() -> None:
+    # The noise that used to roll back identical candidates: the step's p99 is its
+    # second-slowest request, here a stall far above the bound.
+    candidate = window(98, latency_ms=5).add(window(2, latency_ms=20))
+    verdict = evaluate(plan(), 0, 60.0, window(2000, latency_ms=5), candidate)
+    assert verdict.figures["candidate_p99_ms"] > verdict.figures["p99_bound_ms"]
+    assert verdict.action is not Action.ROLLBACK
+    assert "2 of 100 candidate requests (2.0%) above the bound" in verdict.reason
+    assert "p=0.26" in verdict.reason
+
+
+def test_a_verdict_says_how_sure_it_is() -> None:
+    verdict = evaluate(plan(), 0, 60.0, window(1000, latency_ms=10), window(300, latency_ms=10))
+    assert verdict.action is Action.ADVANCE
+    p99 = f"{window(1, latency_ms=10).quantile(0.99) * 1000:.1f} ms"  # its bucket's bound
+    assert f"p99 candidate {p99} vs baseline {p99}" in verdict.reason
+    assert "0 of 300 candidate requests (0.0%) above the bound" in verdict.reason
+    assert "no evidence of regression (at most 1.0% above it with 95% confidence)" in (
+        verdict.reason
+    )
+    assert verdict.figures["latency_p_value"] == 1.0
+    assert verdict.figures["share_above_bound_upper"] == pytest.approx(0.00994, abs=1e-4)
 
 
 def test_latency_within_ratio_and_slack_advances() -> None:
@@ -167,9 +209,29 @@ def test_the_absolute_slack_absorbs_noise_at_low_latency() -> None:
     assert strict.action is Action.ROLLBACK
 
 
-def test_without_baseline_traffic_latency_is_not_judged() -> None:
-    verdict = evaluate(plan(), 0, 60.0, window(0), window(200, latency_ms=5000))
-    assert verdict.action is Action.ADVANCE
+def test_a_step_waits_for_enough_baseline_requests_to_have_a_p99() -> None:
+    verdict = evaluate(plan(), 0, 60.0, window(40), window(200, latency_ms=5000))
+    assert verdict.action is Action.HOLD
+    assert "the baseline served 40/100 requests this step" in verdict.reason
+
+
+def test_at_100_percent_without_any_baseline_window_latency_is_not_judged() -> None:
+    # A single-step plan: the baseline gets no traffic and no earlier step measured it.
+    verdict = evaluate(plan(steps=[100]), 0, 60.0, window(0), window(200, latency_ms=5000))
+    assert verdict.action is Action.PROMOTE
+    assert "latency not judged" in verdict.reason
+
+
+def test_a_step_holds_while_the_latency_evidence_is_inconclusive() -> None:
+    # 2 of 100 above the bound: no evidence of a regression, but the share could be up to
+    # 6 %, past the 5 % that marks a clearly worse candidate; more requests decide.
+    candidate = window(98, latency_ms=10).add(window(2, latency_ms=100))
+    verdict = evaluate(plan(), 0, 600.0, window(2000, latency_ms=10), candidate)
+    assert verdict.action is Action.HOLD
+    assert "not sure of the p99 yet" in verdict.reason
+    assert "waiting for more requests" in verdict.reason
+    more = window(398, latency_ms=10).add(window(2, latency_ms=100))
+    assert evaluate(plan(), 0, 600.0, window(2000, latency_ms=10), more).action is Action.ADVANCE
 
 
 def test_stragglers_of_the_previous_step_are_no_yardstick_at_100_percent() -> None:
@@ -207,6 +269,34 @@ def test_a_breach_before_min_requests_holds(candidate: Window) -> None:
 def test_the_hold_reason_names_the_step_and_its_share() -> None:
     verdict = evaluate(plan(), 1, 10.0, window(10), window(10))
     assert "step 2 (50 %)" in verdict.reason
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p"),
+    [(0, 10, 0.5), (3, 10, 0.5), (2, 100, 0.01), (5, 100, 0.01), (15, 600, 0.01), (50, 200, 0.03)],
+)
+def test_the_binomial_tail_matches_the_exact_sum(k: int, n: int, p: float) -> None:
+    exact = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+    assert binomial.sf(k, n, p) == pytest.approx(exact, rel=1e-9)
+    assert binomial.cdf(k, n, p) == pytest.approx(1 - binomial.sf(k + 1, n, p))
+
+
+def test_the_binomial_tail_handles_edges_and_large_counts() -> None:
+    assert binomial.sf(0, 100, 0.3) == 1.0
+    assert binomial.sf(101, 100, 0.3) == 0.0
+    assert binomial.sf(1, 100, 0.0) == 0.0
+    # Ten million requests: log-space sums neither overflow nor take long.
+    assert binomial.sf(100_500, 10_000_000, 0.01) == pytest.approx(0.0563, abs=1e-3)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 59), (1, 100), (9, 300)])
+def test_the_upper_bound_leaves_the_stated_chance_of_so_few(k: int, n: int) -> None:
+    upper = binomial.upper_bound(k, n, 0.95)
+    assert binomial.cdf(k, n, upper) == pytest.approx(0.05, abs=1e-6)
+    assert k / n < upper < 1
 
 
 # --------------------------------------------------------------------------- windows

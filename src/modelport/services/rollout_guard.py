@@ -17,7 +17,7 @@ import structlog
 
 from modelport.errors import Conflict
 from modelport.observability.metrics import Metrics
-from modelport.routing.guard import MIN_BASELINE_REQUESTS, Action, RolloutPlan, evaluate
+from modelport.routing.guard import Action, RolloutPlan, evaluate, next_reference
 from modelport.routing.window import Window
 from modelport.services.releases import ReleaseService
 from modelport.serving.pool import ModelPool
@@ -125,8 +125,7 @@ class RolloutGuard:
         verdict = evaluate(plan, rollout.step, elapsed, baseline, candidate, reference)
         if verdict.action is Action.ADVANCE:
             # The next step judges against this one's baseline if its own is too thin.
-            if baseline.requests >= MIN_BASELINE_REQUESTS or reference is None:
-                reference = baseline
+            reference = next_reference(baseline, reference)
             await self._releases.advance(rollout, ACTOR, verdict.reason, verdict.figures, reference)
         elif verdict.action is Action.PROMOTE:
             await self._releases.finish(rollout, ACTOR, verdict.reason, verdict.figures)
