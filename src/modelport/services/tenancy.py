@@ -28,7 +28,13 @@ log = structlog.get_logger("modelport.auth")
 SCOPES = ("infer", "read", "write", "admin")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY = re.compile(r"mp_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
-_CACHE_LIMIT = 100_000
+_KEY_LENGTH = 59
+#: Key prefixes the cache remembers; past that, the oldest entry goes.
+MAX_CACHED_KEYS = 100_000
+#: Prefixes the registry does not hold, remembered so a repeated unknown key costs no read.
+MAX_CACHED_UNKNOWN = 10_000
+#: Registry reads for prefixes the cache does not know, at once (a random key costs one).
+UNKNOWN_LOOKUPS = 4
 NO_QUOTAS = Quotas()
 MAX_LIFETIME_S = 10 * 365 * 24 * 3600.0
 
@@ -174,7 +180,34 @@ class TenancyService:
         return issued
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a replica remembers of one key prefix: the key's digest and who it authenticates
+    (None: revoked, expired, or its tenant suspended)."""
+
+    fresh_until: float
+    stale_until: float
+    digest: bytes
+    principal: Principal | None
+    expires_at: dt.datetime | None
+
+
 class Authenticator:
+    """Who is calling, from the ``Authorization`` header.
+
+    The cache is keyed by a key's public prefix (its id part), never by the key. A key whose
+    prefix the cache knows is checked against the stored digest in memory, so a forged
+    secret costs one hash and adds nothing. A prefix the registry does not hold costs one
+    indexed read and lands in a bounded cache of unknown prefixes; at most
+    ``UNKNOWN_LOOKUPS`` such reads run at once, so a flood of random keys cannot take the
+    database from real callers. Both caches drop their oldest entry when full (a key in use
+    is re-inserted on every refresh), never everything at once.
+
+    An entry is fresh for half of ``ttl_s``, then answered while one background read
+    refreshes it, and no longer used once ``ttl_s`` has passed since its read: a revoked key
+    stops working within ``ttl_s``.
+    """
+
     def __init__(
         self,
         store: TenancyStore,
@@ -183,6 +216,8 @@ class Authenticator:
         *,
         defaults: Quotas = NO_QUOTAS,
         open_as_tenant: str | None = None,
+        max_keys: int = MAX_CACHED_KEYS,
+        max_unknown: int = MAX_CACHED_UNKNOWN,
     ) -> None:
         """``open_as_tenant`` turns authentication off: every caller acts in that tenant."""
         self._store = store
@@ -192,101 +227,133 @@ class Authenticator:
             if open_as_tenant is None
             else Principal(open_as_tenant, frozenset(SCOPES), "auth-disabled", quotas=defaults)
         )
-        self._admin_hash = hash_key(admin_key) if admin_key else None
+        self._admin_digest = hashlib.sha256(admin_key.encode()).digest() if admin_key else None
+        self._admin = Principal(None, frozenset(SCOPES), "platform-admin", platform_admin=True)
         self._ttl_s = ttl_s
-        # Keyed by the token's digest: the cache never holds a key in plain text.
-        self._cache: dict[bytes, tuple[float, Principal | None, dt.datetime | None]] = {}
-        self._pending: dict[bytes, asyncio.Task[tuple[Principal | None, dt.datetime | None]]] = {}
+        self._max_keys = max_keys
+        self._max_unknown = max_unknown
+        self._known: dict[str, _Known] = {}
+        self._unknown: dict[str, float] = {}
+        """Prefix -> until when the registry is taken not to hold it."""
+        self._pending: dict[str, asyncio.Task[_Known | None]] = {}
+        self._unknown_reads = asyncio.Semaphore(UNKNOWN_LOOKUPS)
+
+    def cache_size(self) -> tuple[int, int]:
+        """Prefixes cached: (known to the registry, unknown to it)."""
+        return len(self._known), len(self._unknown)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         principal = self.cached(authorization)
         if principal is not None:
             return principal
         token = _bearer(authorization)
-        digest = hashlib.sha256(token.encode()).digest()
-        principal, expires_at = await asyncio.shield(self._refresh(token, digest))
-        return _valid(principal, expires_at)
+        if _KEY.fullmatch(token) is None:
+            return self._as_admin(token)
+        known = await asyncio.shield(self._refresh(token[3:15]))
+        return _check(known, token)
 
     def cached(self, authorization: str | None) -> Principal | None:
-        """The caller from the cache without waiting, or None when the key must be looked up
-        (``authenticate`` does that). Raises ``Unauthenticated`` for a missing or malformed
-        header and for a key the cache knows to be invalid."""
+        """The caller from the cache without waiting, or None when the key's prefix must be
+        looked up (``authenticate`` does that). Raises ``Unauthenticated`` for a missing or
+        malformed header and for a key the cache knows to be invalid."""
         if self._open is not None:
             return self._open
         token = _bearer(authorization)
-        digest = hashlib.sha256(token.encode()).digest()
-        hit = self._cache.get(digest)
-        if hit is None:
-            return None
-        fresh_until, principal, expires_at = hit
+        if len(token) != _KEY_LENGTH or not token.startswith("mp_") or token[15] != "_":
+            return self._as_admin(token)
+        prefix = token[3:15]
+        known = self._known.get(prefix)
         now = time.monotonic()
-        if now < fresh_until:
-            return _valid(principal, expires_at)
-        if now < fresh_until + self._ttl_s:
-            # Slightly stale: answer from the cache and refresh in the background, so
-            # requests never queue behind the database when an entry expires.
-            self._refresh(token, digest)
-            return _valid(principal, expires_at)
+        if known is None:
+            until = self._unknown.get(prefix)
+            if until is not None and now < until:
+                raise _invalid()
+            return None
+        if now < known.fresh_until:
+            return _check(known, token)
+        if now < known.stale_until:
+            # Answer from the cache and refresh in the background, so requests never queue
+            # behind the database when an entry ages.
+            self._refresh(prefix)
+            return _check(known, token)
         return None
 
-    def _refresh(
-        self, token: str, digest: bytes
-    ) -> asyncio.Task[tuple[Principal | None, dt.datetime | None]]:
-        """One lookup per key at a time, however many requests miss together."""
-        task = self._pending.get(digest)
+    def _as_admin(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()
+        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return self._admin
+        raise _invalid()
+
+    def _refresh(self, prefix: str) -> asyncio.Task[_Known | None]:
+        """One lookup per prefix at a time, however many requests miss together."""
+        task = self._pending.get(prefix)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._lookup_and_cache(token, digest))
-            self._pending[digest] = task
-            task.add_done_callback(lambda done: self._settled(digest, done))
+            task = asyncio.get_running_loop().create_task(self._lookup_and_cache(prefix))
+            self._pending[prefix] = task
+            task.add_done_callback(lambda done: self._settled(prefix, done))
         return task
 
-    def _settled(
-        self, digest: bytes, task: asyncio.Task[tuple[Principal | None, dt.datetime | None]]
-    ) -> None:
-        self._pending.pop(digest, None)
+    def _settled(self, prefix: str, task: asyncio.Task[_Known | None]) -> None:
+        self._pending.pop(prefix, None)
         if not task.cancelled() and task.exception() is not None:
             # Waiting callers see the error; a background refresh only logs it.
             log.warning("key_lookup_failed", error=type(task.exception()).__name__)
 
-    async def _lookup_and_cache(
-        self, token: str, digest: bytes
-    ) -> tuple[Principal | None, dt.datetime | None]:
-        principal, expires_at = await self._lookup(token)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self._ttl_s, principal, expires_at)
-        return principal, expires_at
+    async def _lookup_and_cache(self, prefix: str) -> _Known | None:
+        started = time.monotonic()
+        if prefix in self._known:
+            known = await self._lookup(prefix, started)
+        else:
+            async with self._unknown_reads:
+                known = await self._lookup(prefix, started)
+        self._known.pop(prefix, None)
+        if known is None:
+            self._unknown.pop(prefix, None)
+            if len(self._unknown) >= self._max_unknown:
+                del self._unknown[next(iter(self._unknown))]
+            self._unknown[prefix] = started + self._ttl_s
+            return None
+        self._unknown.pop(prefix, None)
+        if len(self._known) >= self._max_keys:
+            del self._known[next(iter(self._known))]
+        self._known[prefix] = known
+        return known
 
-    async def _lookup(self, token: str) -> tuple[Principal | None, dt.datetime | None]:
-        if self._admin_hash is not None and hmac.compare_digest(hash_key(token), self._admin_hash):
-            return Principal(None, frozenset(SCOPES), "platform-admin", platform_admin=True), None
-        match = _KEY.fullmatch(token)
-        if match is None:
-            return None, None
-        record = await self._store.key_by_prefix(match.group(1))
-        now = dt.datetime.now(dt.UTC)
-        if (
-            record is None
-            or not hmac.compare_digest(hash_key(token), record.key_hash)
-            or not record.valid_at(now)
-        ):
-            return None, None
-        tenant = await self._store.get_tenant(record.tenant)
-        if tenant is None or not tenant.active:
-            return None, None
-        principal = Principal(
-            record.tenant,
-            frozenset(record.scopes),
-            record.prefix,
-            quotas=self._defaults.merged(tenant.overrides),
+    async def _lookup(self, prefix: str, started: float) -> _Known | None:
+        record = await self._store.key_by_prefix(prefix)
+        if record is None:
+            return None
+        principal: Principal | None = None
+        if record.valid_at(dt.datetime.now(dt.UTC)):
+            tenant = await self._store.get_tenant(record.tenant)
+            if tenant is not None and tenant.active:
+                principal = Principal(
+                    record.tenant,
+                    frozenset(record.scopes),
+                    record.prefix,
+                    quotas=self._defaults.merged(tenant.overrides),
+                )
+        return _Known(
+            started + self._ttl_s / 2,
+            started + self._ttl_s,
+            bytes.fromhex(record.key_hash),
+            principal,
+            record.expires_at,
         )
-        return principal, record.expires_at
 
 
-def _valid(principal: Principal | None, expires_at: dt.datetime | None) -> Principal:
-    if principal is None or (expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at):
-        raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
-    return principal
+def _check(known: _Known | None, token: str) -> Principal:
+    if known is None or known.principal is None:
+        raise _invalid()
+    if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), known.digest):
+        raise _invalid()
+    if known.expires_at is not None and dt.datetime.now(dt.UTC) >= known.expires_at:
+        raise _invalid()
+    return known.principal
+
+
+def _invalid() -> Unauthenticated:
+    return Unauthenticated("the API key is not valid (unknown, revoked or expired)")
 
 
 def _bearer(authorization: str | None) -> str:
