@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     """Largest total size of a request's headers; larger requests get 431."""
 
+    max_inflight_body_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Request bodies this replica holds in memory at once, all tenants together; a body that
+    would pass it is refused with 503 and Retry-After."""
+
+    tenant_max_inflight_body_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    """Request bodies one tenant may have in memory at once on this replica; beyond it, 429."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """``modelport serve``: a connection must send a request's whole headers within this long
+    (from its first byte, or from connecting); slower ones are closed."""
+
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """``modelport serve``: the longest a request body may take to arrive, and the longest it
+    may pause between two pieces (a third of this); a slower sender is cut off."""
+
     cors_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the API (CORS). Empty: CORS is off."""
 

@@ -1,5 +1,5 @@
 """The infer path leaves no reference cycles behind, which is what lets the server run the
-garbage collector rarely (``app.GC_THRESHOLD``): a request's objects are freed by reference
+garbage collector rarely (``modelport serve`` sets ``GC_THRESHOLD``): a request's objects are freed by reference
 counting as soon as it is answered.
 
 The app is called as an ASGI server calls it, with no HTTP client in the process, so every
@@ -17,7 +17,8 @@ import numpy as np
 import orjson
 import pytest
 
-from modelport.app import GC_THRESHOLD, ModelportApp, create_app
+from modelport.app import ModelportApp, create_app
+from modelport.cli.serve import GC_THRESHOLD, tune_gc
 from modelport.demo.models import build_ranker, ranker_config
 
 from .conftest import TENANT, Push, issue_key, push_models, settings_for
@@ -65,7 +66,7 @@ async def test_infer_requests_leave_no_cyclic_garbage(tmp_path: Path) -> None:
     ranker = Push("ranker", build_ranker(tmp_path / "ranker.onnx"), ranker_config(), required=True)
     await asyncio.to_thread(push_models, tmp_path, database_url, [ranker])
     key = await asyncio.to_thread(issue_key, tmp_path, database_url, TENANT, ["infer"])
-    app = create_app(settings_for(tmp_path, database_url))
+    app = create_app(settings_for(tmp_path, database_url), on_started=tune_gc)
     rows = np.random.default_rng(3).standard_normal((CONCURRENCY, 64)).astype(np.float32)
     bodies = [
         orjson.dumps(

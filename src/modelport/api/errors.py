@@ -1,4 +1,10 @@
-"""The one place where domain errors become HTTP status codes and ``{"error": …}`` bodies."""
+"""The one place where errors become HTTP status codes and ``{"error": …}`` bodies.
+
+``error_response`` builds every error answer the server sends, on every route: the front door,
+the infer fast path and FastAPI's exception handlers all call it. Two errors belong to HTTP
+itself and live here rather than in ``modelport.errors``: ``EndpointNotFound`` and
+``MethodNotAllowed``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,21 @@ from modelport.errors import (
     Unavailable,
 )
 
+
+class EndpointNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("no such endpoint; see /docs for the API")
+
+
+class MethodNotAllowed(ModelportError):
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(f"method {method} is not allowed here; use {', '.join(allowed)}")
+        self.allowed = allowed
+
+
+#: The answer to an error nobody foresaw; the details are in the log under the request id.
+INTERNAL_ERROR = "internal error; the request id in X-Request-ID identifies it in the logs"
+
 _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (PayloadTooLarge, 413),
     (HeadersTooLarge, 431),
@@ -29,6 +50,7 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (MethodNotAllowed, 405),
     (Conflict, 409),
     (TooManyRequests, 429),
     (Unavailable, 503),
@@ -69,4 +91,17 @@ def error_headers(exc: ModelportError) -> list[tuple[bytes, bytes]]:
         ]
     if isinstance(exc, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="modelport"')]
+    if isinstance(exc, MethodNotAllowed):
+        return [(b"allow", ", ".join(exc.allowed).encode())]
     return []
+
+
+def error_response(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and JSON body of the answer to ``exc``: a domain error's own status and
+    message, anything else a 500 that tells nothing but where to look."""
+    if isinstance(exc, ModelportError):
+        status, body, headers = status_for(exc), error_body(exc.message), error_headers(exc)
+    else:
+        status, body, headers = 500, error_body(INTERNAL_ERROR), []
+    headers.append((b"content-type", b"application/json"))
+    return status, headers, body

@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from modelport.api.deps import PrincipalDep, services
+from modelport.api.access import AdminDep
+from modelport.api.deps import services
 from modelport.container import Services
 from modelport.observability.metrics import CONTENT_TYPE
 
@@ -12,9 +13,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(caller: PrincipalDep, svc: Annotated[Services, Depends(services)]) -> Response:
+async def metrics(_caller: AdminDep, svc: Annotated[Services, Depends(services)]) -> Response:
     """Prometheus metrics of every tenant: the platform admin key reads them (as a scraper's
     bearer token) unless authentication is off."""
-    if caller.key != "auth-disabled":
-        caller.require_platform_admin()
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from modelport.api.deps import ReadTenant, WriteTenant, services
+from modelport.api.access import ReadTenant, WriteBulkTenant, Writer
+from modelport.api.deps import services
 from modelport.api.responses import JsonResponse
-from modelport.api.v1_models import Writer
 from modelport.container import Services
 from modelport.services.features import MAX_KEY_CHARS, MAX_KEYS, MAX_PUSH_ROWS, MAX_REFS
 from modelport.stores.features import MAX_FEATURES, MAX_STRING_CHARS, MAX_TTL_S
@@ -176,7 +176,7 @@ async def get_view(
     response_model=PushOut,
 )
 async def push(
-    view: ViewName, body: Annotated[PushIn, Body()], svc: ServicesDep, tenant: WriteTenant
+    view: ViewName, body: Annotated[PushIn, Body()], svc: ServicesDep, tenant: WriteBulkTenant
 ) -> JsonResponse:
     result = await svc.features.push(
         tenant,

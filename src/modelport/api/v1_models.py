@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelport.api.deps import PrincipalDep, ReadTenant, services
+from modelport.api.access import BulkWriter, ReadTenant, Writer
+from modelport.api.deps import services
 from modelport.container import Services
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
@@ -40,14 +41,6 @@ Target = Annotated[
     ),
 ]
 Reason = Annotated[str, Field(default="", max_length=1000, description="Why (kept in history).")]
-
-
-async def writer(caller: PrincipalDep) -> tuple[str, str]:
-    """The caller's tenant (with the ``write`` scope) and how the audit log names them."""
-    return caller.tenant_for("write"), f"key:{caller.key}"
-
-
-Writer = Annotated[tuple[str, str], Depends(writer)]
 
 
 # ---------------------------------------------------------------------- schemas
@@ -341,7 +334,7 @@ async def history(
 
 @router.put("/{model}/golden", summary="Set the golden examples new versions must reproduce")
 async def set_golden(
-    model: ModelName, body: Annotated[GoldenIn, Body()], svc: ServicesDep, who: Writer
+    model: ModelName, body: Annotated[GoldenIn, Body()], svc: ServicesDep, who: BulkWriter
 ) -> dict[str, int]:
     tenant, actor = who
     examples = [e.model_dump(mode="json") for e in body.examples]

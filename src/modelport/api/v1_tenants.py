@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from modelport.api.deps import PrincipalDep, services
+from modelport.api.access import AdminDep, CallerDep
+from modelport.api.deps import services
 from modelport.container import Services
 from modelport.errors import NotFound
 from modelport.services.quotas import MAX_RATE_RPS
@@ -123,42 +124,33 @@ def _key_manager(caller: Principal, tenant: str) -> None:
 
 
 @router.post("/tenants", response_model=TenantOut, status_code=201)
-async def create_tenant(body: TenantIn, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
-    caller.require_platform_admin()
+async def create_tenant(body: TenantIn, _caller: AdminDep, svc: ServicesDep) -> TenantOut:
     return _tenant(await svc.tenancy.create_tenant(body.name))
 
 
 @router.get("/tenants", response_model=list[TenantOut])
-async def list_tenants(caller: PrincipalDep, svc: ServicesDep) -> list[TenantOut]:
-    caller.require_platform_admin()
+async def list_tenants(_caller: AdminDep, svc: ServicesDep) -> list[TenantOut]:
     return [_tenant(t) for t in await svc.tenancy.list_tenants()]
 
 
 @router.post("/tenants/{tenant}/suspend", response_model=TenantOut)
-async def suspend_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
-    caller.require_platform_admin()
+async def suspend_tenant(tenant: str, _caller: AdminDep, svc: ServicesDep) -> TenantOut:
     return _tenant(await svc.tenancy.set_suspended(tenant, True))
 
 
 @router.post("/tenants/{tenant}/resume", response_model=TenantOut)
-async def resume_tenant(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> TenantOut:
-    caller.require_platform_admin()
+async def resume_tenant(tenant: str, _caller: AdminDep, svc: ServicesDep) -> TenantOut:
     return _tenant(await svc.tenancy.set_suspended(tenant, False))
 
 
 @router.put("/tenants/{tenant}/quotas", response_model=TenantOut)
-async def set_quotas(
-    tenant: str, body: QuotasIn, caller: PrincipalDep, svc: ServicesDep
-) -> TenantOut:
+async def set_quotas(tenant: str, body: QuotasIn, _caller: AdminDep, svc: ServicesDep) -> TenantOut:
     """Replace the tenant's quotas; every replica applies them within the key cache TTL."""
-    caller.require_platform_admin()
     return _tenant(await svc.tenancy.set_quotas(tenant, body.model_dump()))
 
 
 @router.post("/tenants/{tenant}/keys", response_model=IssuedKeyOut, status_code=201)
-async def create_key(
-    tenant: str, body: KeyIn, caller: PrincipalDep, svc: ServicesDep
-) -> IssuedKeyOut:
+async def create_key(tenant: str, body: KeyIn, caller: CallerDep, svc: ServicesDep) -> IssuedKeyOut:
     _key_manager(caller, tenant)
     issued = await svc.tenancy.create_key(
         tenant, list(body.scopes), name=body.name, expires_in_s=body.expires_in_s
@@ -167,13 +159,13 @@ async def create_key(
 
 
 @router.get("/tenants/{tenant}/keys", response_model=list[KeyOut])
-async def list_keys(tenant: str, caller: PrincipalDep, svc: ServicesDep) -> list[KeyOut]:
+async def list_keys(tenant: str, caller: CallerDep, svc: ServicesDep) -> list[KeyOut]:
     _key_manager(caller, tenant)
     return [_key(k) for k in await svc.tenancy.list_keys(tenant)]
 
 
 @router.post("/tenants/{tenant}/keys/{prefix}/revoke", status_code=204)
-async def revoke_key(tenant: str, prefix: str, caller: PrincipalDep, svc: ServicesDep) -> None:
+async def revoke_key(tenant: str, prefix: str, caller: CallerDep, svc: ServicesDep) -> None:
     _key_manager(caller, tenant)
     await svc.tenancy.revoke_key(tenant, prefix)
 
@@ -182,7 +174,7 @@ async def revoke_key(tenant: str, prefix: str, caller: PrincipalDep, svc: Servic
 async def rotate_key(
     tenant: str,
     prefix: str,
-    caller: PrincipalDep,
+    caller: CallerDep,
     svc: ServicesDep,
     body: Annotated[RotateIn | None, Body()] = None,
 ) -> IssuedKeyOut:

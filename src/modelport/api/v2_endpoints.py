@@ -1,7 +1,7 @@
 """Open Inference Protocol v2 over HTTP: server and model metadata, health, repository.
 
-Inference itself is served by ``v2_infer`` (a bare ASGI handler); its route is declared here
-so the OpenAPI schema documents it.
+Inference itself is served by ``v2_infer`` (a bare ASGI handler, behind the same edge);
+``api.openapi`` documents it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, Field, StrictBool
 
 from modelport import __version__
-from modelport.api.deps import ReadTenant, WriteTenant, services
+from modelport.api.access import Public, ReadTenant, WriteTenant
+from modelport.api.deps import services
 from modelport.api.responses import JsonResponse
 from modelport.container import Services
 from modelport.stores.registry import VersionRecord
@@ -60,30 +61,7 @@ class RepositoryIndexEntry(BaseModel):
     reason: str
 
 
-class InferTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class InferRequestDoc(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[InferTensor]
-    outputs: list[dict[str, Any]] | None = None
-
-
-class InferResponseDoc(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    outputs: list[InferTensor]
-
-
-@router.get("", response_model=ServerMetadata)
+@router.get("", response_model=ServerMetadata, dependencies=[Public])
 async def server_metadata(svc: ServicesDep) -> dict[str, Any]:
     return {
         "name": svc.settings.server_name,
@@ -92,12 +70,12 @@ async def server_metadata(svc: ServicesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/health/live")
+@router.get("/health/live", dependencies=[Public])
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", responses={503: {"description": "not ready"}})
+@router.get("/health/ready", responses={503: {"description": "not ready"}}, dependencies=[Public])
 async def ready(svc: ServicesDep) -> Response:
     is_ready = await svc.repository.server_ready()
     return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
@@ -150,33 +128,6 @@ async def model_ready(model: str, tenant: ReadTenant, svc: ServicesDep) -> Respo
 )
 async def version_ready(model: str, version: str, tenant: ReadTenant, svc: ServicesDep) -> Response:
     return await _ready_response(svc, tenant, model, version)
-
-
-_BINARY_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "JSON, or with the binary tensor extension a JSON header of "
-        "Inference-Header-Content-Length bytes followed by the binary outputs.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
-}
-
-
-@router.post("/models/{model}/infer", response_model=InferResponseDoc, responses=_BINARY_RESPONSE)
-async def infer_doc(model: str, request: InferRequestDoc) -> None:  # pragma: no cover
-    """Run inference on the version the model's routing picks (served by ``v2_infer``)."""
-    raise AssertionError("served by the ASGI fast path")
-
-
-@router.post(
-    "/models/{model}/versions/{version}/infer",
-    response_model=InferResponseDoc,
-    responses=_BINARY_RESPONSE,
-)
-async def version_infer_doc(
-    model: str, version: str, request: InferRequestDoc
-) -> None:  # pragma: no cover
-    """Run inference on one version (served by ``v2_infer``)."""
-    raise AssertionError("served by the ASGI fast path")
 
 
 @router.post("/repository/index", response_model=list[RepositoryIndexEntry], tags=["repository"])

@@ -20,6 +20,7 @@ from modelport.errors import (
     ModelNotReady,
     ModelportError,
     NotFound,
+    PayloadTooLarge,
     QueueFull,
     VersionNotFound,
 )
@@ -172,6 +173,7 @@ class InferenceService:
         *,
         alias: str | None = None,
         routing_key: str | None = None,
+        max_rows: int = 0,
     ) -> Coroutine[Any, Any, InferResult]:
         """``infer`` for a parsed request document and its binary data: await what it returns.
 
@@ -185,9 +187,19 @@ class InferenceService:
             if entry is not None and entry.plan is not None:
                 planned = entry.plan.arrays(doc)
                 if planned is not None:
+                    if max_rows and planned[1] > max_rows:
+                        raise _too_many_rows(tenant, planned[1], max_rows)
                     return self._run_planned(entry, planned[0], planned[1], doc.get("id"))
         request = decode_document(doc, binary)
-        return self.infer(tenant, model, version, request, alias=alias, routing_key=routing_key)
+        return self.infer(
+            tenant,
+            model,
+            version,
+            request,
+            alias=alias,
+            routing_key=routing_key,
+            max_rows=max_rows,
+        )
 
     def _planned_target(
         self, tenant: str, model: str, version: str | None, routing_key: str | None
@@ -222,6 +234,7 @@ class InferenceService:
     ) -> InferResult:
         """Queue a request the version's plan decoded (and so validated) and await it."""
         started = time.perf_counter()
+        entry.metrics.fast_plan()
         entry.inflight += 1
         try:
             batcher, runtime = entry.batcher, entry.runtime
@@ -256,8 +269,14 @@ class InferenceService:
         *,
         alias: str | None = None,
         routing_key: str | None = None,
+        max_rows: int = 0,
     ) -> InferResult:
+        """Serve ``request``; ``max_rows``: the tenant's quota on rows per request (0: none)."""
         started = time.perf_counter()
+        if max_rows:
+            rows = max((t.shape[0] if t.shape else 1 for t in request.inputs), default=0)
+            if rows > max_rows:
+                raise _too_many_rows(tenant, rows, max_rows)
         if alias is None and "@" in model:
             model, _, alias = model.partition("@")
             if not alias:
@@ -327,6 +346,7 @@ class InferenceService:
 
         The request path's hot loop: everything up to the batcher's future is synchronous and
         the future is awaited here, so a request suspends through as few frames as possible."""
+        entry.metrics.general_path()
         # Counted from routing to answer: an unload waits for this to reach zero.
         entry.inflight += 1
         try:
@@ -420,6 +440,13 @@ def _body_limit(entry: LoadedVersion | None) -> int:
     if limit < 0:
         limit = entry.max_body_bytes = request_size_limit(entry.signature, entry.config) or 0
     return limit if limit > 0 else UNBOUNDED
+
+
+def _too_many_rows(tenant: str, rows: int, max_rows: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request has {rows} rows; tenant '{tenant}' may send at most {max_rows} "
+        "(its max_rows quota)"
+    )
 
 
 #: What ``body_limit`` answers for a version whose requests have no size of their own.
