@@ -78,6 +78,13 @@ class Metrics:
             "Mirrored requests by shadow version and outcome (ok, error, dropped).",
             (*labels, "outcome"),
         )
+        self.request_plans = LoopCounterFamily(
+            "modelport_request_plan",
+            "Requests by how they were decoded: fast (the version's request plan took the JSON "
+            "document straight into the batcher's arrays) or general (the full decoder and "
+            "signature validation).",
+            (*labels, "path"),
+        )
         self.fallbacks = LoopCounterFamily(
             "modelport_fallbacks",
             "Requests retried once on the fallback version, by the version that failed them.",
@@ -106,6 +113,7 @@ class Metrics:
             self.cache_errors,
             self.shadow_requests,
             self.fallbacks,
+            self.request_plans,
             self.requests,
             self.request_seconds,
             self.queue_wait_seconds,
@@ -179,6 +187,8 @@ class VersionMetrics:
         "_latency",
         "_outcomes",
         "_parent",
+        "_plan_fast",
+        "_plan_general",
         "_wait",
         "labels",
     )
@@ -193,6 +203,8 @@ class VersionMetrics:
         self._batch_ok = metrics.batches.labels(*labels, "ok")
         self._batch_err = metrics.batches.labels(*labels, "error")
         self._depth = metrics.queue_depth.labels(*labels)
+        self._plan_fast = metrics.request_plans.labels(*labels, "fast")
+        self._plan_general = metrics.request_plans.labels(*labels, "general")
         self._outcomes: dict[str, LoopCounter] = {}
 
     def request(self, outcome: str, seconds: float) -> None:
@@ -201,6 +213,14 @@ class VersionMetrics:
             counter = self._outcomes[outcome] = self._parent.requests.labels(*self.labels, outcome)
         counter.inc()
         self._latency.observe(seconds)
+
+    def fast_plan(self) -> None:
+        """A request the version's request plan decoded (``serving.plan``)."""
+        self._plan_fast.inc()
+
+    def general_path(self) -> None:
+        """A request the general decoder and validation took."""
+        self._plan_general.inc()
 
     def fallback(self) -> None:
         """A request this version failed was retried on the fallback version."""
