@@ -245,10 +245,13 @@ class Batcher:
         self._start_dispatcher(self._loop)
 
     def _fail_pending(self, error: ModelportError) -> None:
-        for item in self._state.pending:
+        state = self._state  # emptied in place: the dispatcher holds it
+        for item in state.pending:
             if not item.future.done():
                 item.future.set_exception(error)
-        self._state = _State()
+        state.pending = deque()
+        state.rows = 0
+        state.earliest = float("inf")
 
     def abort(self, reason: str) -> None:
         """Stop taking requests at once and fail the queued ones with ``ModelNotReady``
