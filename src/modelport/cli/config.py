@@ -13,8 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-from click.core import ParameterSource
+import typer
 
 DEFAULT_PATH = Path("var/cli.json")
 #: The tenant when nothing else names one.
@@ -69,10 +68,11 @@ def save_config(config: CliConfig, path: Path | None = None) -> Path:
     return path
 
 
-def resolve_tenant(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def resolve_tenant(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
     """``--tenant``, else ``MODELPORT_TENANT``, else the saved default, else ``default``."""
     source = ctx.get_parameter_source(param.name or "tenant")
-    if source in (ParameterSource.DEFAULT, None):
+    # Compared by name: Typer ships its own copy of click, with its own enum.
+    if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
         return load_config().tenant or FALLBACK_TENANT
     return value
 

@@ -273,22 +273,3 @@ def show(
     console.print(f"created   {record.created_at.isoformat()} by {record.created_by}")
     _print_signature(record.signature)
     console.print_json(json.dumps(record.config))
-
-
-@app.command()
-def delete(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    tenant: TenantOption = "default",
-    reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
-    """Delete NAME: every version, alias, routing policy and rollout, and the artifacts no
-    other version uses. Refused while a rollout is in progress; running replicas unload it."""
-    if not yes:
-        typer.confirm(
-            f"Delete model '{name}' of tenant '{tenant}' and all its versions?", abort=True
-        )
-    deleted = run_with_services(
-        Settings(), lambda s: s.repository.delete_model(tenant, name, cli_actor(), reason)
-    )
-    console.print(f"[green]deleted[/green] {name} (versions {', '.join(deleted) or 'none'})")

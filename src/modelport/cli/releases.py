@@ -21,7 +21,8 @@ from modelport.cli.models import TenantOption, app, cli_actor, console, run_with
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
 from modelport.settings import Settings
-from modelport.stores.releases import AuditRecord, RolloutRecord
+from modelport.stores.audit import AuditRecord
+from modelport.stores.rollouts import RolloutRecord
 
 rollout_app = typer.Typer(help="SLO-guarded canary rollouts.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
@@ -139,16 +140,34 @@ def history(
 @app.command()
 def delete(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Version number.")],
+    version: Annotated[
+        str | None, typer.Argument(help="Version number; omit to delete the whole model.")
+    ] = None,
     tenant: TenantOption = "default",
     reason: Reason = "",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete a whole model without asking.")
+    ] = False,
 ) -> None:
-    """Delete VERSION of NAME (refused while an alias, the routing or a rollout uses it)."""
-    run_with_services(
-        Settings(),
-        lambda s: s.releases.delete_version(tenant, name, version, cli_actor(), reason),
+    """Delete VERSION of NAME (refused while an alias, the routing or a rollout uses it), or
+    without VERSION the whole model: every version, alias, routing policy and rollout, and the
+    artifacts no other version uses (refused while a rollout is in progress). Running replicas
+    unload what is deleted."""
+    if version is not None:
+        run_with_services(
+            Settings(),
+            lambda s: s.releases.delete_version(tenant, name, version, cli_actor(), reason),
+        )
+        console.print(f"deleted {name} version {version}")
+        return
+    if not yes:
+        typer.confirm(
+            f"Delete model '{name}' of tenant '{tenant}' with all its versions?", abort=True
+        )
+    deleted = run_with_services(
+        Settings(), lambda s: s.repository.delete_model(tenant, name, cli_actor(), reason)
     )
-    console.print(f"deleted {name} version {version}")
+    console.print(f"[green]deleted[/green] {name} (versions {', '.join(deleted) or 'none'})")
 
 
 @app.command()
@@ -280,6 +299,7 @@ def _rollout_dict(rollout: RolloutRecord) -> dict[str, Any]:
         "step": rollout.step,
         "percent": steps[min(rollout.step, len(steps) - 1)],
         "reason": rollout.reason,
+        "verdict": rollout.verdict,
         "plan": rollout.plan,
         "started_at": rollout.started_at.isoformat(),
         "updated_at": rollout.updated_at.isoformat(),
