@@ -37,17 +37,28 @@ lint: setup ## ruff and mypy --strict
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
+# Extra options for the bench targets, e.g. BENCH_ARGS='--runs 5' or, to set a new inference
+# figure beside the committed one: BENCH_ARGS='--label "after X" --previous docs/benchmarks/inference.json'
+BENCH_ARGS ?=
+
 bench: setup ## Inference throughput against the HTTP floor (needs wrk: apt-get install -y wrk)
-	$(BIN)/python bench/infer_throughput.py
+	$(BIN)/python bench/infer_throughput.py $(BENCH_ARGS)
 
 bench-releases: setup ## Alias flips under load and the cost of shadow traffic (needs wrk)
-	$(BIN)/python bench/releases.py
+	$(BIN)/python bench/releases.py $(BENCH_ARGS)
 
 bench-features: setup ## Online feature reads from Redis, in-process and over HTTP
-	$(BIN)/python bench/features.py
+	$(BIN)/python bench/features.py $(BENCH_ARGS)
+
+bench-join: setup ## Inference with features joined from Redis against the model fed directly (needs wrk)
+	$(BIN)/python bench/features_join.py $(BENCH_ARGS)
 
 bench-cache: setup ## Response cache: 90 % repeated requests vs uncached, cost of a hit (needs wrk)
-	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/cache.py $(BENCH_ARGS)
+
+bench-quick: setup ## Every benchmark as a short smoke run (reports go to a temp folder, not docs/)
+	set -e; for script in infer_throughput releases features features_join cache; do \
+		$(BIN)/python bench/$$script.py --quick $(BENCH_ARGS); done
 
 pure: $(STAMP) ## Run the request path as plain Python (profilers see every frame); undo: make compile
 	$(BIN)/python scripts/build_compiled.py --remove
@@ -61,4 +72,4 @@ clean: ## Remove the virtual environment, the compiled modules and local state (
 	-$(PYTHON) scripts/build_compiled.py --remove
 	rm -rf $(VENV) var build
 
-.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-cache clean
+.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-quick clean
