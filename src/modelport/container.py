@@ -11,7 +11,7 @@ from modelport.errors import FeatureViewNotFound
 from modelport.observability.metrics import Metrics
 from modelport.routing.table import RouteTable
 from modelport.services.cache import ResponseCache
-from modelport.services.features import FeatureService
+from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
@@ -97,14 +97,27 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             timeout_s=settings.feature_store_timeout_s,
             prefix=settings.feature_key_prefix,
             grace_s=settings.feature_expired_grace_s,
+            max_tenant_bytes=settings.feature_tenant_max_bytes,
         )
         if settings.redis_url is not None
-        else MemoryOnlineStore(engine, grace_s=settings.feature_expired_grace_s)
+        else MemoryOnlineStore(
+            engine,
+            grace_s=settings.feature_expired_grace_s,
+            max_tenant_bytes=settings.feature_tenant_max_bytes,
+        )
     )
     if server:
         # A CLI command loads the embedded store lazily, on its first feature read or write.
         await online_store.load()
-    features = FeatureService(FeatureViewStore(engine), online_store)
+    features = FeatureService(
+        FeatureViewStore(engine),
+        online_store,
+        limits=PushLimits(
+            rows=settings.feature_push_max_rows,
+            values=settings.feature_push_max_values,
+            string_chars=settings.feature_max_string_chars,
+        ),
+    )
 
     async def view_or_none(tenant: str, name: str, version: int | None) -> FeatureView | None:
         try:
@@ -127,7 +140,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         store,
         artifacts,
         tenants,
-        release_store,
+        release_store.audit,
         feature_views=view_or_none,
         online_store=online_store,
     )

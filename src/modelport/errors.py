@@ -10,6 +10,7 @@
     │   ├── VersionNotFound
     │   └── FeatureViewNotFound
     ├── Conflict                the operation contradicts stored state
+    │   └── StorageQuotaExceeded  a write would take a tenant's stored data past its cap
     ├── TooManyRequests         a tenant quota (rate, concurrency) is exhausted
     ├── Unavailable             retry later
     │   ├── ModelNotReady       the version is loading, failed or unloaded
@@ -82,6 +83,10 @@ class FeatureViewNotFound(NotFound):
 
 class Conflict(ModelportError):
     pass
+
+
+class StorageQuotaExceeded(Conflict):
+    """The refused rows were not stored; the message says whether earlier ones were."""
 
 
 class TooManyRequests(ModelportError):

@@ -139,6 +139,23 @@ class Settings(BaseSettings):
     """How long past its view's TTL a value is kept, reading as ``expired`` rather than
     ``missing`` (its Redis key lives until event time + TTL + this)."""
 
+    feature_push_max_rows: int = Field(default=10_000, ge=1, le=10_000)
+    """Most rows one feature push may carry; more is refused with 413."""
+
+    feature_push_max_values: int = Field(default=1_000_000, ge=1)
+    """Most feature values (rows x features per row) one push may carry; more is refused with
+    413, so a push of 10,000 rows of a 1,000-feature view is refused unless allowed here."""
+
+    feature_max_string_chars: int = Field(default=4096, ge=1, le=65_536)
+    """Longest string feature value a push may carry, in characters; longer is refused with 413."""
+
+    feature_tenant_max_bytes: int | None = Field(default=1 << 30, ge=1)
+    """Most bytes of online feature values one tenant may store (per record: its entity key
+    and its values as JSON), on either backend; a push past it is refused with 409 and stores
+    nothing (on Redis, a push of over 1,000 rows keeps the 1,000-row chunks written before the
+    refusal). Values leave the count when they pass their view's TTL and grace period. Unset
+    (empty): no cap."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
 

@@ -4,6 +4,7 @@ persisted to a real PostgreSQL, and a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -21,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from modelport.errors import FeatureStoreUnavailable
+from modelport.errors import FeatureStoreUnavailable, StorageQuotaExceeded
 from modelport.stores.online import (
     FeatureRow,
     FeatureSpec,
@@ -100,12 +101,14 @@ def kind(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def memory_backend(kind: str, url: str) -> AsyncIterator[Backend]:
+async def memory_backend(
+    kind: str, url: str, max_tenant_bytes: int | None = None
+) -> AsyncIterator[Backend]:
     engine = create_engine(url)
     opened: list[OnlineStore] = []
 
     async def reopen() -> OnlineStore:
-        store = MemoryOnlineStore(engine, grace_s=GRACE_S)
+        store = MemoryOnlineStore(engine, grace_s=GRACE_S, max_tenant_bytes=max_tenant_bytes)
         await store.load()
         opened.append(store)
         return store
@@ -119,7 +122,7 @@ async def memory_backend(kind: str, url: str) -> AsyncIterator[Backend]:
 
 
 @asynccontextmanager
-async def redis_backend_at(url: str) -> AsyncIterator[Backend]:
+async def redis_backend_at(url: str, max_tenant_bytes: int | None = None) -> AsyncIterator[Backend]:
     """Keys under a prefix of this test's own, deleted afterwards."""
     client = Redis.from_url(url, socket_timeout=2)
     try:
@@ -131,7 +134,9 @@ async def redis_backend_at(url: str) -> AsyncIterator[Backend]:
     opened: list[OnlineStore] = []
 
     async def reopen() -> OnlineStore:
-        store = RedisOnlineStore.from_url(url, prefix=prefix, grace_s=GRACE_S)
+        store = RedisOnlineStore.from_url(
+            url, prefix=prefix, grace_s=GRACE_S, max_tenant_bytes=max_tenant_bytes
+        )
         await store.load()
         opened.append(store)
         return store
@@ -151,6 +156,19 @@ async def redis_backend_at(url: str) -> AsyncIterator[Backend]:
 async def backend(kind: tuple[str, str]) -> AsyncIterator[Backend]:
     name, url = kind
     opened = redis_backend_at(REDIS_URL) if name == "redis" else memory_backend(name, url)
+    async with opened as backend:
+        yield backend
+
+
+#: The storage cap of the ``capped`` backends, in bytes (``stored_bytes`` per record).
+CAP = 2_000
+
+
+@pytest.fixture
+async def capped(kind: tuple[str, str]) -> AsyncIterator[Backend]:
+    """A backend whose tenants may store at most ``CAP`` bytes."""
+    name, url = kind
+    opened = redis_backend_at(REDIS_URL, CAP) if name == "redis" else memory_backend(name, url, CAP)
     async with opened as backend:
         yield backend
 
@@ -625,3 +643,79 @@ async def test_a_failing_redis_raises_unavailable_quickly(silent_server: int, hu
             assert time.monotonic() - began < 2.0
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- storage cap
+
+
+def record_bytes(row: FeatureRow) -> int:
+    """A record's size as the cap counts it: its key and its values as compact JSON."""
+    return len(row.entity) + len(json.dumps(row.values, separators=(",", ":")))
+
+
+def sized_rows(count: int, text: str, ts: float, first: int = 0) -> list[FeatureRow]:
+    return [FeatureRow(f"u{first + i}", {"segment": text}, ts) for i in range(count)]
+
+
+async def test_a_push_past_the_tenant_cap_is_refused_whole_and_says_what_was_exceeded(
+    capped: Backend,
+) -> None:
+    view = capped.view()
+    now = time.time()
+    assert await capped.store.write(view, sized_rows(15, "x" * 100, now)) == WriteResult(15, 0)
+
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await capped.store.write(view, sized_rows(3, "y" * 100, now, first=15))
+
+    message = refused.value.message
+    assert f"tenant '{capped.tenant}'" in message and f"cap of {CAP} bytes" in message
+    stored = sum(record_bytes(row) for row in sized_rows(15, "x" * 100, now))
+    adding = sum(record_bytes(row) for row in sized_rows(3, "y" * 100, now, first=15))
+    assert f"stores {stored} bytes" in message and f"to {stored + adding}," in message
+    assert "Nothing was written" in message
+    read = await capped.store.read([ViewRead(view, ("segment",), ("u14", "u15"))], now)
+    assert [row["segment"].status for row in read[0]] == ["present", "missing"]
+
+
+async def test_replacing_values_counts_only_the_difference_against_the_cap(
+    capped: Backend,
+) -> None:
+    view = capped.view()
+    now = time.time()
+    await capped.store.write(view, sized_rows(15, "x" * 100, now))
+    # The same entities again, newer and as large: the tenant stores no more than before.
+    for step in range(1, 4):
+        assert await capped.store.write(view, sized_rows(15, "z" * 100, now + step)) == (
+            WriteResult(15, 0)
+        )
+    # Smaller values free room for new entities.
+    await capped.store.write(view, sized_rows(15, "s", now + 5))
+    assert await capped.store.write(view, sized_rows(5, "n" * 100, now + 5, first=15)) == (
+        WriteResult(5, 0)
+    )
+
+
+async def test_the_cap_is_per_tenant(capped: Backend) -> None:
+    now = time.time()
+    await capped.store.write(capped.view(), sized_rows(15, "x" * 100, now))
+    other = capped.view(tenant=f"t{secrets.token_hex(4)}")
+    assert await capped.store.write(other, sized_rows(15, "x" * 100, now)) == WriteResult(15, 0)
+
+
+async def test_the_stored_total_survives_a_restart(capped: Backend) -> None:
+    view = capped.view()
+    now = time.time()
+    await capped.store.write(view, sized_rows(15, "x" * 100, now))
+    reopened = await capped.reopen()
+    with pytest.raises(StorageQuotaExceeded):
+        await reopened.write(view, sized_rows(3, "y" * 100, now, first=15))
+
+
+async def test_expired_records_stop_counting_against_the_cap(capped: Backend) -> None:
+    view = capped.view(ttl_s=0.05)
+    old = time.time() - GRACE_S - 1.0  # already past its TTL and grace period
+    await capped.store.write(view, sized_rows(15, "x" * 100, old))
+    reopened = await capped.reopen()  # the memory backend drops such records when it starts
+    assert await reopened.write(view, sized_rows(15, "y" * 100, time.time(), first=15)) == (
+        WriteResult(15, 0)
+    )

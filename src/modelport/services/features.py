@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, PayloadTooLarge
 from modelport.stores.features import (
     AppliedView,
     FeatureViewStore,
@@ -42,6 +42,17 @@ MAX_KEY_CHARS = 512
 #: entity until then.
 MAX_FUTURE_S = 3600.0
 _MAX_EPOCH_S = 1e11  # year 5138: anything larger is almost surely milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class PushLimits:
+    """What one push may carry (``MODELPORT_FEATURE_PUSH_*``, ``…_MAX_STRING_CHARS``); the
+    store caps what a tenant keeps in all."""
+
+    rows: int = MAX_PUSH_ROWS
+    values: int = 1_000_000
+    """Feature values in all: rows x features per row (a row carries at most its view's)."""
+    string_chars: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +134,14 @@ def parse_event_time(value: object, where: str, now: float | None = None) -> flo
 
 class FeatureService:
     def __init__(
-        self, views: FeatureViewStore, online: OnlineStore, *, view_cache_s: float = 1.0
+        self,
+        views: FeatureViewStore,
+        online: OnlineStore,
+        *,
+        view_cache_s: float = 1.0,
+        limits: PushLimits | None = None,
     ) -> None:
+        self._limits = limits or PushLimits()
         self.views = views
         self.online = online
         self._view_cache_s = view_cache_s
@@ -172,11 +189,22 @@ class FeatureService:
     ) -> WriteResult:
         """Write rows ``{"entity", "values", "event_timestamp"}`` to the latest version of the
         view; an entity's row replaces its previous one unless that one has a newer event."""
-        if len(rows) > MAX_PUSH_ROWS:
-            raise InvalidInput(f"push at most {MAX_PUSH_ROWS} rows per call, got {len(rows)}")
+        limits = self._limits
+        if len(rows) > limits.rows:
+            raise PayloadTooLarge(
+                f"push at most {limits.rows} rows per call, got {len(rows)} "
+                "(MODELPORT_FEATURE_PUSH_MAX_ROWS)"
+            )
         view = await self.views.get(tenant, view_name)
         now = time.time()
-        checked = [_row(view, i, row, now) for i, row in enumerate(rows)]
+        checked = [_row(view, i, row, now, limits.string_chars) for i, row in enumerate(rows)]
+        values = sum(len(row.values) for row in checked)
+        if values > limits.values:
+            raise PayloadTooLarge(
+                f"push at most {limits.values} feature values per call (rows x features), got "
+                f"{values} in {len(checked)} rows (MODELPORT_FEATURE_PUSH_MAX_VALUES); split it "
+                "into smaller pushes"
+            )
         if not checked:
             return WriteResult(written=0, stale=0)
         return await self.online.write(view, checked)
@@ -276,7 +304,9 @@ def _check_key(key: object, where: str) -> str:
     return check_unicode(key, where)
 
 
-def _row(view: FeatureView, i: int, row: Mapping[str, Any], now: float) -> FeatureRow:
+def _row(
+    view: FeatureView, i: int, row: Mapping[str, Any], now: float, string_chars: int
+) -> FeatureRow:
     where = f"rows[{i}]"
     if not isinstance(row, Mapping):
         raise InvalidInput(f"{where}: expected an object with entity, values, event_timestamp")
@@ -297,6 +327,12 @@ def _row(view: FeatureView, i: int, row: Mapping[str, Any], now: float) -> Featu
             )
         if value is not None:  # null: no value, reads as missing
             values[name] = check_value(spec.dtype, value, f"{where}.values.{name}")
+            if spec.dtype == "string" and len(values[name]) > string_chars:
+                raise PayloadTooLarge(
+                    f"{where}.values.{name}: a string feature value holds at most "
+                    f"{string_chars} characters, got {len(values[name])} "
+                    "(MODELPORT_FEATURE_MAX_STRING_CHARS)"
+                )
     if "event_timestamp" not in row:
         raise InvalidInput(f"{where}.event_timestamp is required")
     ts = parse_event_time(row["event_timestamp"], f"{where}.event_timestamp", now)

@@ -34,16 +34,33 @@ from modelport.stores.online import (
     ViewRead,
     WriteResult,
 )
-from modelport.stores.online_records import DEFAULT_GRACE_S, Record, assemble, numbers, wins
+from modelport.stores.online_records import (
+    DEFAULT_GRACE_S,
+    Record,
+    assemble,
+    numbers,
+    over_cap,
+    stored_bytes,
+    wins,
+)
 from modelport.stores.sql.schema import online_features
 
 _Table = dict[str, Record]
 
 
 class MemoryOnlineStore:
-    def __init__(self, engine: AsyncEngine, *, grace_s: float = DEFAULT_GRACE_S) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        grace_s: float = DEFAULT_GRACE_S,
+        max_tenant_bytes: int | None = None,
+    ) -> None:
+        """``max_tenant_bytes``: the most a tenant may store (``stored_bytes`` per record)."""
         self._engine = engine
         self._grace_s = grace_s
+        self._max_tenant_bytes = max_tenant_bytes
+        self._usage: dict[str, int] = {}
         self._tables: dict[tuple[str, str], _Table] = {}
         self._lock = threading.Lock()
         self._write_lock = asyncio.Lock()
@@ -70,8 +87,14 @@ class MemoryOnlineStore:
             tables.setdefault((row.tenant, row.view), {})[row.entity_key] = Record(
                 float(row.event_ts), dict(row.stored)
             )
+        usage: dict[str, int] = {}
+        for (tenant, _), table in tables.items():
+            usage[tenant] = usage.get(tenant, 0) + sum(
+                stored_bytes(entity, record.values) for entity, record in table.items()
+            )
         with self._lock:
             self._tables = tables
+            self._usage = usage
             self._loaded = True
 
     async def write(self, view: FeatureView, rows: Sequence[FeatureRow]) -> WriteResult:
@@ -88,10 +111,28 @@ class MemoryOnlineStore:
                 else:
                     stale += 1
             if winners:
+                usage = self._charge(view.tenant, table, winners)
                 await self._persist(view, winners)
+                self._usage[view.tenant] = usage
                 with self._lock:
                     self._tables.setdefault((view.tenant, view.name), {}).update(winners)
         return WriteResult(written=len(rows) - stale, stale=stale)
+
+    def _charge(self, tenant: str, table: _Table, winners: dict[str, Record]) -> int:
+        """The tenant's stored bytes once the winners replace their records, or refuse them
+        all when that passes the cap. Records past their grace period count until the next
+        start."""
+        adding = 0
+        for entity, record in winners.items():
+            old = table.get(entity)
+            adding += stored_bytes(entity, record.values)
+            if old is not None:
+                adding -= stored_bytes(entity, old.values)
+        stored = self._usage.get(tenant, 0)
+        cap = self._max_tenant_bytes
+        if cap is not None and adding > 0 and stored + adding > cap:
+            raise over_cap(tenant, stored, adding, cap)
+        return stored + adding
 
     async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
         if not self._loaded:

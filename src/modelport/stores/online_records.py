@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
+from modelport.errors import StorageQuotaExceeded
 from modelport.stores.online import EntityRead, NumberRead, ReadResult, ReadShape, ViewRead
 
 #: How long past its view's TTL a record is kept (so it reads as expired, not missing).
@@ -36,6 +38,24 @@ def wins(event_ts: float, stored: float | None) -> bool:
     and of two different rows with the same event time the later write is kept.
     """
     return stored is None or event_ts >= stored
+
+
+def stored_bytes(entity: str, values: dict[str, Any]) -> int:
+    """What a record counts against its tenant's storage cap: its entity key and its values
+    as JSON (what the Redis backend stores; the memory backend counts the same)."""
+    return len(entity.encode()) + len(orjson.dumps(values))
+
+
+def over_cap(
+    tenant: str, stored: int, adding: int, cap: int, written: int = 0
+) -> StorageQuotaExceeded:
+    done = "Nothing was written" if not written else f"Its first {written} rows were written"
+    return StorageQuotaExceeded(
+        f"tenant '{tenant}' stores {stored} bytes of online feature values; this push would "
+        f"bring that to {stored + adding}, over its cap of {cap} bytes "
+        f"(MODELPORT_FEATURE_TENANT_MAX_BYTES). {done}: push fewer or smaller values, or "
+        "wait for old ones to pass their view's TTL and grace period"
+    )
 
 
 _NOTHING: dict[str, Any] = {}

@@ -69,7 +69,14 @@ from modelport.stores.online import (
     ViewRead,
     WriteResult,
 )
-from modelport.stores.online_records import DEFAULT_GRACE_S, Record, assemble, number, numbers
+from modelport.stores.online_records import (
+    DEFAULT_GRACE_S,
+    Record,
+    assemble,
+    number,
+    numbers,
+    over_cap,
+)
 
 log = structlog.get_logger("modelport.features")
 
@@ -78,25 +85,57 @@ DEFAULT_PREFIX = "mp:f"
 #: Rows per script call: bounds how long one call holds Redis (about a millisecond).
 CHUNK_ROWS = 1000
 
-# KEYS: two per row, the hash and the numbers key. ARGV, four per row: event ts, expiry (ms
-# since the epoch), values (JSON), numbers (packed). An equal event time wins, as in the memory
-# backend (see online_records.wins).
+# KEYS: the tenant's sizes hash (record key -> bytes, and '#total') and expiry sorted set
+# (record key -> expiry ms), then two per row, the hash and the numbers key. ARGV: now (ms since
+# the epoch), the tenant's cap in bytes (-1: none), then five per row: event ts, expiry (ms),
+# values (JSON), numbers (packed), the record's size. An equal event time wins, as in the
+# memory backend (see online_records.wins). Records that expired leave the tenant's total
+# first (up to 1000 per call). When the winners would take the total past the cap, nothing is
+# written and the script returns {-1, total, adding}.
 _WRITE = """
-local written, stale = 0, 0
-for i = 1, #KEYS / 2 do
-  local key, numbers = KEYS[2 * i - 1], KEYS[2 * i]
-  local at = 4 * i - 3
-  local ts = ARGV[at]
-  local stored = redis.call('HGET', key, 'ts')
-  if stored and tonumber(stored) > tonumber(ts) then
+local sizes, expiry = KEYS[1], KEYS[2]
+local now, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local total = tonumber(redis.call('HGET', sizes, '#total') or '0')
+local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 1000)
+for _, k in ipairs(gone) do
+  total = total - tonumber(redis.call('HGET', sizes, k) or '0')
+  redis.call('HDEL', sizes, k)
+  redis.call('ZREM', expiry, k)
+end
+local rows = (#KEYS - 2) / 2
+local winner, seen_ts, seen_size = {}, {}, {}
+local written, stale, adding = 0, 0, 0
+for i = 1, rows do
+  local key = KEYS[2 * i + 1]
+  local at = 3 + 5 * (i - 1)
+  local ts = tonumber(ARGV[at])
+  local stored = seen_ts[key] or tonumber(redis.call('HGET', key, 'ts') or nil)
+  if stored and stored > ts then
     stale = stale + 1
   else
-    redis.call('HSET', key, 'ts', ts, 'v', ARGV[at + 2])
-    redis.call('PEXPIREAT', key, ARGV[at + 1])
-    redis.call('SET', numbers, ARGV[at + 3], 'PXAT', ARGV[at + 1])
+    winner[i] = true
+    local size = tonumber(ARGV[at + 4])
+    adding = adding + size - (seen_size[key] or tonumber(redis.call('HGET', sizes, key) or '0'))
+    seen_ts[key], seen_size[key] = ts, size
     written = written + 1
   end
 end
+if cap >= 0 and adding > 0 and total + adding > cap then
+  redis.call('HSET', sizes, '#total', total)
+  return {-1, total, adding}
+end
+for i = 1, rows do
+  if winner[i] then
+    local key, numbers = KEYS[2 * i + 1], KEYS[2 * i + 2]
+    local at = 3 + 5 * (i - 1)
+    redis.call('HSET', key, 'ts', ARGV[at], 'v', ARGV[at + 2])
+    redis.call('PEXPIREAT', key, ARGV[at + 1])
+    redis.call('SET', numbers, ARGV[at + 3], 'PXAT', ARGV[at + 1])
+    redis.call('HSET', sizes, key, ARGV[at + 4])
+    redis.call('ZADD', expiry, ARGV[at + 1], key)
+  end
+end
+redis.call('HSET', sizes, '#total', total + adding)
 return {written, stale}
 """
 
@@ -125,7 +164,10 @@ class RedisOnlineStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         grace_s: float = DEFAULT_GRACE_S,
+        max_tenant_bytes: int | None = None,
     ) -> None:
+        """``max_tenant_bytes``: the most a tenant may store (``stored_bytes`` per record)."""
+        self._max_tenant_bytes = max_tenant_bytes
         self._client = client
         self._sync = sync_client
         self._prefix = prefix
@@ -142,6 +184,7 @@ class RedisOnlineStore:
         timeout_s: float = 0.5,
         prefix: str = DEFAULT_PREFIX,
         grace_s: float = DEFAULT_GRACE_S,
+        max_tenant_bytes: int | None = None,
     ) -> RedisOnlineStore:
         """Both clients, each with its own pool, every call bounded by ``timeout_s``."""
         bounds: dict[str, Any] = {
@@ -153,6 +196,7 @@ class RedisOnlineStore:
             redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **bounds),
             prefix=prefix,
             grace_s=grace_s,
+            max_tenant_bytes=max_tenant_bytes,
         )
 
     def key(self, tenant: str, view: str, entity_key: str) -> str:
@@ -166,9 +210,13 @@ class RedisOnlineStore:
         with _unavailable("write"):
             for start in range(0, len(rows), CHUNK_ROWS):
                 keys, args = self._write_args(view, rows[start : start + CHUNK_ROWS])
-                done, skipped = await self._script(keys=keys, args=args)
-                written += int(done)
-                stale += int(skipped)
+                reply = await self._script(keys=keys, args=args)
+                if int(reply[0]) < 0:
+                    cap = self._max_tenant_bytes
+                    assert cap is not None  # noqa: S101 - only a cap refuses a write
+                    raise over_cap(view.tenant, int(reply[1]), int(reply[2]), cap, start)
+                written += int(reply[0])
+                stale += int(reply[1])
         return WriteResult(written=written, stale=stale)
 
     async def read(self, reads: Sequence[ViewRead], now: float | None = None) -> ReadResult:
@@ -248,8 +296,10 @@ class RedisOnlineStore:
     def _write_args(
         self, view: FeatureView, rows: Sequence[FeatureRow]
     ) -> tuple[list[str], list[str | bytes]]:
-        keys: list[str] = []
-        args: list[str | bytes] = []
+        usage = f"{self._prefix}:{view.tenant}{_USAGE}"
+        keys: list[str] = [usage, usage + "e"]
+        cap = self._max_tenant_bytes
+        args: list[str | bytes] = [str(int(time.time() * 1000)), str(-1 if cap is None else cap)]
         layout = _layout(view.features)
         keep_s = view.ttl_s + self._grace_s
         for row in rows:
@@ -257,11 +307,13 @@ class RedisOnlineStore:
                 self.key(view.tenant, view.name, row.entity),
                 self.numbers_key(view.tenant, view.name, row.entity),
             )
+            values = orjson.dumps(row.values)
             args += (
                 repr(float(row.event_ts)),
                 str(math.ceil((row.event_ts + keep_s) * 1000)),
-                orjson.dumps(row.values),
+                values,
                 layout.pack(float(row.event_ts), row.values),
+                str(len(row.entity.encode()) + len(values)),
             )
         return keys, args
 
@@ -386,6 +438,8 @@ _LAYOUTS: dict[int, tuple[tuple[FeatureSpec, ...], _Layout]] = {}
 
 #: Appended to the view's name in the numbers keys (``{view}/n``): view names cannot hold ``/``.
 _NUMBERS = "/n"
+#: Appended to the tenant in its storage accounting keys (``{tenant}/usage``, ``…/usagee``).
+_USAGE = "/usage"
 
 
 class _HiredisPacking(AsyncConnection):
