@@ -140,7 +140,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         store,
         artifacts,
         tenants,
-        release_store.audit,
+        release_store,
         feature_views=view_or_none,
         online_store=online_store,
     )
