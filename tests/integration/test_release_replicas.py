@@ -141,7 +141,7 @@ def lease_holder(database_url: str) -> str | None:
     async def main() -> str | None:
         engine = create_engine(database_url)
         try:
-            held = await ReleaseStore(engine).lease_holder(LEASE)
+            held = await ReleaseStore(engine).leases.holder(LEASE)
         finally:
             await engine.dispose()
         return None if held is None else held[0]

@@ -15,8 +15,9 @@ from modelport.api.deps import services
 from modelport.container import Services
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
+from modelport.stores.audit import AuditRecord
 from modelport.stores.registry import VersionRecord
-from modelport.stores.releases import AuditRecord, RolloutRecord
+from modelport.stores.rollouts import RolloutRecord
 
 router = APIRouter(prefix="/v1/models", tags=["releases"])
 ServicesDep = Annotated[Services, Depends(services)]
@@ -69,6 +70,13 @@ class VersionDetail(VersionSummary):
     config: dict[str, Any]
 
 
+class VerdictOut(BaseModel):
+    action: str = Field(description="hold, advance, promote or rollback.")
+    reason: str = Field(description="What the guard saw and how sure it is.")
+    figures: dict[str, Any]
+    at: dt.datetime
+
+
 class RolloutOut(BaseModel):
     id: int
     baseline: str
@@ -77,7 +85,10 @@ class RolloutOut(BaseModel):
     step: int
     percent: float
     plan: dict[str, Any]
-    reason: str
+    reason: str = Field(description="Why the rollout was started.")
+    verdict: VerdictOut | None = Field(
+        description="The rollout guard's latest judgement; null until it first judged."
+    )
     started_at: dt.datetime
     step_started_at: dt.datetime
     updated_at: dt.datetime
@@ -443,6 +454,7 @@ def _rollout_out(rollout: RolloutRecord) -> RolloutOut:
         percent=float(steps[min(rollout.step, len(steps) - 1)]),
         plan=rollout.plan,
         reason=rollout.reason,
+        verdict=None if rollout.verdict is None else VerdictOut.model_validate(rollout.verdict),
         started_at=rollout.started_at,
         step_started_at=rollout.step_started_at,
         updated_at=rollout.updated_at,

@@ -31,9 +31,9 @@ from modelport.serving.runtimes import Runtime, load_runtime, read_signature
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
 from modelport.stores.artifacts import ArtifactStore
+from modelport.stores.audit import AuditLog, Change
 from modelport.stores.online import OnlineStore
 from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
-from modelport.stores.releases import Change, ReleaseStore
 from modelport.stores.tenancy import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -88,7 +88,7 @@ class RegistryService:
         store: RegistryStore,
         artifacts: ArtifactStore,
         tenants: TenancyStore,
-        audit: ReleaseStore | None = None,
+        audit: AuditLog | None = None,
         *,
         feature_views: ViewGetter | None = None,
         online_store: OnlineStore | None = None,

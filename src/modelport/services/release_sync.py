@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from modelport.errors import ModelportError
 from modelport.observability.metrics import Metrics
-from modelport.routing.policy import Route, compile_route
+from modelport.routing.policy import Route, RoutingPolicy, compile_route
 from modelport.routing.table import ModelRouting, RouteTable
 from modelport.serving.pool import ModelPool, VersionState
 from modelport.stores.registry import RegistryStore
@@ -348,7 +348,8 @@ def _plan(releases: ModelReleases) -> _Plan:
         steps = rollout.plan.get("steps") or [100.0]
         percent = float(steps[min(rollout.step, len(steps) - 1)])
         override = [(rollout.baseline, 100.0 - percent), (rollout.candidate, percent)]
-    route = compile_route(releases.model, releases.policy, releases.aliases, override=override)
+    policy = None if releases.policy is None else RoutingPolicy.from_dict(releases.policy)
+    route = compile_route(releases.model, policy, releases.aliases, override=override)
     needed = set(releases.aliases.values())
     if route is not None:
         needed |= route.needed()

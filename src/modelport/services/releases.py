@@ -8,6 +8,7 @@ through :class:`~modelport.services.release_sync.ReleaseSync`.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,20 +16,22 @@ from typing import Any
 import structlog
 
 from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
-from modelport.routing.guard import RolloutPlan
-from modelport.routing.policy import PRODUCTION, RoutingPolicy, resolve_target
+from modelport.routing import release_rules
+from modelport.routing.guard import RolloutPlan, Verdict
+from modelport.routing.policy import PRODUCTION, RoutingPolicy
 from modelport.routing.window import Window
 from modelport.services.release_sync import ReleaseSync
 from modelport.serving.pool import ModelPool, VersionState
+from modelport.stores.audit import AuditRecord, Change
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import (
-    REFERENCE,
-    AuditRecord,
-    Change,
+    Check,
     ModelReleases,
     ReleaseStore,
-    RolloutRecord,
+    TargetsCheck,
+    VersionCheck,
 )
+from modelport.stores.rollouts import RolloutRecord
 
 log = structlog.get_logger("modelport.releases")
 
@@ -41,6 +44,77 @@ def check_alias_name(alias: str) -> None:
             f"alias {alias!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter"
         )
+
+
+#: Key in a rollout's snapshot holding the baseline's window of the last well-fed step.
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseState:
+    """Everything that decides where one model's traffic goes."""
+
+    tenant: str
+    model: str
+    aliases: dict[str, str]
+    policy: RoutingPolicy | None
+    rollout: RolloutRecord | None
+
+
+def routing_of(stored: ModelReleases) -> ReleaseState:
+    policy = None if stored.policy is None else RoutingPolicy.from_dict(stored.policy)
+    return ReleaseState(stored.tenant, stored.model, stored.aliases, policy, stored.rollout)
+
+
+def verdict_record(verdict: Verdict) -> dict[str, Any]:
+    """A guard verdict as the rollout keeps it."""
+    return {
+        "action": verdict.action.value,
+        "reason": verdict.reason,
+        "figures": verdict.figures,
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def alias_removable(model: str, alias: str) -> Check:
+    """The store-side check of removing ``alias``: no routing policy may still name it."""
+
+    def check(state: ModelReleases) -> None:
+        release_rules.check_alias_removable(model, alias, routing_of(state).policy)
+
+    return check
+
+
+def policy_targets(model: str, policy: RoutingPolicy | None) -> TargetsCheck:
+    """The store-side check of storing ``policy``: its targets resolve, to these versions."""
+
+    def check(state: ModelReleases) -> list[str]:
+        if policy is None:
+            return []
+        return release_rules.policy_versions(model, policy, state.aliases)
+
+    return check
+
+
+def version_unused(model: str, version: str) -> VersionCheck:
+    """The store-side check of deleting ``version``: nothing sends traffic to it."""
+
+    def check(state: ModelReleases, newest: str | None) -> None:
+        rollout = state.rollout
+        users = release_rules.version_users(
+            version,
+            state.aliases,
+            routing_of(state).policy,
+            None if rollout is None else (rollout.id, rollout.baseline, rollout.candidate),
+            newest,
+        )
+        if users:
+            raise Conflict(
+                f"version {version} of model '{model}' is in use by {', '.join(users)}; "
+                "move those off it first"
+            )
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +145,20 @@ class ReleaseService:
 
     # ------------------------------------------------------------------ reading
 
-    async def releases(self, tenant: str, model: str) -> ModelReleases:
-        return await self._store.model_releases(tenant, model)
+    async def releases(self, tenant: str, model: str) -> ReleaseState:
+        return routing_of(await self._store.model_releases(tenant, model))
 
     async def history(
         self, tenant: str, model: str, limit: int = 100, before: int | None = None
     ) -> list[AuditRecord]:
         if await self._registry.get_model(tenant, model) is None:
             raise ModelNotFound(model)
-        return await self._store.history(tenant, model, limit, before)
+        return await self._store.audit.history(tenant, model, limit, before)
 
     async def rollouts(self, tenant: str, model: str) -> list[RolloutRecord]:
         if await self._registry.get_model(tenant, model) is None:
             raise ModelNotFound(model)
-        return await self._store.rollouts(tenant, model)
+        return await self._store.rollouts.of_model(tenant, model)
 
     def serving_status(self, tenant: str, model: str) -> dict[str, Any] | None:
         if self._sync is None:
@@ -98,12 +172,11 @@ class ReleaseService:
 
     def version_state(self, tenant: str, model: str, version: str) -> tuple[str, str | None]:
         """A version's state in this replica (READY, LOADING, UNHEALTHY, FAILED, UNLOADING,
-        or UNAVAILABLE when not loaded) and why it is unhealthy or its last load failed."""
+        or UNAVAILABLE when not loaded) and why: what made it unhealthy or is being reloaded, or
+        why its last load failed."""
         entry = self._pool.get(tenant, model, version)
-        if entry is not None and entry.state is VersionState.UNHEALTHY:
-            return entry.state.value, entry.error
         if entry is not None and entry.state is not VersionState.FAILED:
-            return entry.state.value, None
+            return entry.state.value, entry.error
         state = "UNAVAILABLE" if entry is None else entry.state.value
         return state, self._pool.load_error(tenant, model, version)
 
@@ -141,6 +214,7 @@ class ReleaseService:
             model,
             alias,
             Change("alias_deleted", actor, reason or "", details={"alias": alias}),
+            alias_removable(model, alias),
         )
         await self._settle(tenant, model)
         return previous
@@ -154,20 +228,17 @@ class ReleaseService:
         if policy is not None:
             if policy.sticky_key is not None and not policy.sticky_key:
                 raise InvalidInput("sticky_key must be a non-empty parameter name")
-            known = ", ".join(sorted(releases.aliases)) or "none"
-            for target in sorted(policy.targets()):
-                version = resolve_target(target, releases.aliases)
-                if version is None:
-                    raise Conflict(
-                        f"routing target '{target}' is neither a version number nor an alias "
-                        f"of model '{model}' (aliases: {known})"
-                    )
+            for version in release_rules.policy_versions(model, policy, releases.aliases):
                 await self._require_version(tenant, model, version)
                 await self._prepare(
                     tenant, model, version, "the routing policy", None, actor, reason
                 )
         await self._store.set_policy(
-            tenant, model, policy, Change("routing_changed", actor, reason or "")
+            tenant,
+            model,
+            None if policy is None else policy.to_dict(),
+            Change("routing_changed", actor, reason or ""),
+            policy_targets(model, policy),
         )
         await self._settle(tenant, model)
 
@@ -177,7 +248,11 @@ class ReleaseService:
         self, tenant: str, model: str, version: str, actor: str, reason: str
     ) -> None:
         await self._store.delete_version(
-            tenant, model, version, Change("version_deleted", actor, reason or "")
+            tenant,
+            model,
+            version,
+            Change("version_deleted", actor, reason or ""),
+            version_unused(model, version),
         )
         await self._pool.unload(tenant, model, version)
 
@@ -207,8 +282,8 @@ class ReleaseService:
         await self._require_version(tenant, model, candidate)
         for version in (baseline, candidate):
             await self._prepare(tenant, model, version, "the rollout", None, actor, reason)
-        stats = await self._store.summed_stats(tenant, model, [baseline, candidate])
-        rollout = await self._store.start_rollout(
+        stats = await self._store.stats.summed(tenant, model, [baseline, candidate])
+        rollout = await self._store.rollouts.start(
             tenant,
             model,
             baseline,
@@ -267,8 +342,7 @@ class ReleaseService:
         self,
         rollout: RolloutRecord,
         actor: str,
-        reason: str,
-        figures: dict[str, Any],
+        verdict: Verdict,
         reference: Window | None = None,
     ) -> RolloutRecord:
         snapshot = await self._snapshot(rollout)
@@ -278,34 +352,42 @@ class ReleaseService:
             rollout,
             "rollout_step",
             actor,
-            reason,
+            verdict.reason,
             step=rollout.step + 1,
             snapshot=snapshot,
-            figures=figures,
+            verdict=verdict,
         )
 
     async def roll_back(
-        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
+        self, rollout: RolloutRecord, actor: str, verdict: Verdict
     ) -> RolloutRecord:
         return await self._transition(
-            rollout, "rollout_rolled_back", actor, reason, state="rolled_back", figures=figures
+            rollout,
+            "rollout_rolled_back",
+            actor,
+            verdict.reason,
+            state="rolled_back",
+            verdict=verdict,
         )
 
-    async def finish(
-        self, rollout: RolloutRecord, actor: str, reason: str, figures: dict[str, Any]
-    ) -> RolloutRecord:
+    async def finish(self, rollout: RolloutRecord, actor: str, verdict: Verdict) -> RolloutRecord:
         return await self._transition(
             rollout,
             "rollout_promoted",
             actor,
-            reason,
+            verdict.reason,
             state="promoted",
             promote=True,
-            figures=figures,
+            verdict=verdict,
         )
 
+    async def note_verdict(self, rollout: RolloutRecord, verdict: Verdict) -> None:
+        """Keep the guard's judgement of a step that holds, for ``rollout status``."""
+        if (rollout.verdict or {}).get("reason") != verdict.reason:
+            await self._store.rollouts.set_verdict(rollout, verdict_record(verdict))
+
     async def _snapshot(self, rollout: RolloutRecord) -> dict[str, Any]:
-        stats = await self._store.summed_stats(
+        stats = await self._store.stats.summed(
             rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
         )
         snapshot: dict[str, Any] = {v: w.to_dict() for v, w in stats.items()}
@@ -324,7 +406,7 @@ class ReleaseService:
         step: int | None = None,
         snapshot: dict[str, Any] | None = None,
         promote: bool = False,
-        figures: dict[str, Any] | None = None,
+        verdict: Verdict | None = None,
     ) -> RolloutRecord:
         steps = rollout.plan.get("steps", [100])
         percent = float(steps[min(rollout.step, len(steps) - 1)])
@@ -338,15 +420,16 @@ class ReleaseService:
         else:
             from_ref = to_ref = f"{rollout.candidate}@{percent:g}%"
         details: dict[str, Any] = {"rollout": rollout.id}
-        if figures:
-            details["figures"] = figures
-        updated = await self._store.transition_rollout(
+        if verdict is not None:
+            details["figures"] = verdict.figures
+        updated = await self._store.rollouts.transition(
             rollout,
             Change(action, actor, reason or "", from_ref, to_ref, details),
             state=state,
             step=step,
             snapshot=snapshot,
-            promote=promote,
+            verdict=None if verdict is None else verdict_record(verdict),
+            move_alias=PRODUCTION if promote else None,
         )
         log.info(
             action,
@@ -388,7 +471,7 @@ class ReleaseService:
         loaded = await self._pool.load(record)
         if loaded.state is not VersionState.READY:
             error = loaded.error or "failed to load"
-            await self._store.record(
+            await self._store.audit.record(
                 tenant,
                 model,
                 Change(

@@ -19,9 +19,11 @@ from modelport.errors import Conflict
 from modelport.observability.metrics import Metrics
 from modelport.routing.guard import Action, RolloutPlan, evaluate, next_reference
 from modelport.routing.window import Window
-from modelport.services.releases import ReleaseService
+from modelport.services.releases import REFERENCE, ReleaseService
 from modelport.serving.pool import ModelPool
-from modelport.stores.releases import REFERENCE, ReleaseStore, RolloutRecord
+from modelport.stores.releases import ReleaseStore
+from modelport.stores.rollouts import RolloutRecord
+from modelport.stores.version_stats import VersionCounts
 
 log = structlog.get_logger("modelport.guard")
 
@@ -64,7 +66,7 @@ class RolloutGuard:
         with contextlib.suppress(Exception):
             await self.publish()
             if self.leader:
-                await self._store.release_lease(LEASE, self.replica)
+                await self._store.leases.release(LEASE, self.replica)
 
     async def _run(self) -> None:
         while True:
@@ -80,8 +82,8 @@ class RolloutGuard:
         await self.publish()
         self._ticks += 1
         if self._ticks % 600 == 0:
-            await self._store.prune_stats(dt.timedelta(days=2))
-        leader = await self._store.acquire_lease(LEASE, self.replica, self._lease_ttl_s)
+            await self._store.stats.prune(dt.timedelta(days=2))
+        leader = await self._store.leases.acquire(LEASE, self.replica, self._lease_ttl_s)
         if leader != self.leader:
             log.info("rollout_guard_lease", replica=self.replica, leader=leader)
             self.leader = leader
@@ -89,7 +91,7 @@ class RolloutGuard:
                 self._metrics.rollout_guard_leader.set(int(leader))
         if not leader:
             return
-        for rollout in await self._store.active_rollouts():
+        for rollout in await self._store.rollouts.active():
             if rollout.state == "running":
                 try:
                     await self.check(rollout)
@@ -102,17 +104,19 @@ class RolloutGuard:
         for tenant, model, version, window in self._pool.windows():
             key = (tenant, model, version)
             if self._published.get(key) != window.requests:
-                changed.append((tenant, model, version, window.copy()))
+                counts = VersionCounts(window.requests, window.errors, list(window.latency))
+                changed.append((tenant, model, version, counts))
         if changed:
-            await self._store.publish_stats(self.replica, changed)
-            for tenant, model, version, window in changed:
-                self._published[(tenant, model, version)] = window.requests
+            await self._store.stats.publish(self.replica, changed)
+            for tenant, model, version, counts in changed:
+                self._published[(tenant, model, version)] = counts.requests
 
     async def check(self, rollout: RolloutRecord) -> Action:
         plan = RolloutPlan.model_validate(rollout.plan)
-        now = await self._store.summed_stats(
+        summed = await self._store.stats.summed(
             rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
         )
+        now = {v: Window.from_dict(c.to_dict()) for v, c in summed.items()}
         then = {
             v: Window.from_dict(rollout.snapshot.get(v))
             for v in (rollout.baseline, rollout.candidate)
@@ -126,9 +130,11 @@ class RolloutGuard:
         if verdict.action is Action.ADVANCE:
             # The next step judges against this one's baseline if its own is too thin.
             reference = next_reference(baseline, reference)
-            await self._releases.advance(rollout, ACTOR, verdict.reason, verdict.figures, reference)
+            await self._releases.advance(rollout, ACTOR, verdict, reference)
         elif verdict.action is Action.PROMOTE:
-            await self._releases.finish(rollout, ACTOR, verdict.reason, verdict.figures)
+            await self._releases.finish(rollout, ACTOR, verdict)
         elif verdict.action is Action.ROLLBACK:
-            await self._releases.roll_back(rollout, ACTOR, verdict.reason, verdict.figures)
+            await self._releases.roll_back(rollout, ACTOR, verdict)
+        else:
+            await self._releases.note_verdict(rollout, verdict)
         return verdict.action

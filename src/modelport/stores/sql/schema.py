@@ -123,6 +123,9 @@ rollouts = Table(
     Column("step_started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("started_by", String(128), nullable=False),
+    # The rollout guard's latest verdict (action, reason, figures, at); ``reason`` stays why
+    # the rollout was started.
+    Column("verdict", JSON, nullable=True),
 )
 
 audit_log = Table(

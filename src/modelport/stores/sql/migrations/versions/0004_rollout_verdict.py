@@ -1,0 +1,23 @@
+"""rollout verdict: the rollout guard's latest judgement, kept beside why a rollout started
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("rollouts") as batch:
+        batch.add_column(sa.Column("verdict", sa.JSON, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("rollouts") as batch:
+        batch.drop_column("verdict")
