@@ -150,8 +150,10 @@ class ModelPool:
         else:
             self._serving.pop((tenant, model), None)
 
-    async def load(self, record: VersionRecord) -> LoadedVersion:
-        """Load and warm ``record``; returns once it is READY or FAILED (never raises)."""
+    async def load(self, record: VersionRecord, *, why: str | None = None) -> LoadedVersion:
+        """Load and warm ``record``; returns once it is READY or FAILED (never raises).
+
+        ``why``: shown as the version's reason while it loads (a reload says what it repairs)."""
         existing = self.get(record.tenant, record.model, record.version)
         if existing is not None and existing.state in (VersionState.LOADING, VersionState.READY):
             await existing.loaded.wait()
@@ -173,6 +175,7 @@ class ModelPool:
             window=window,
             sha256=record.sha256,
             record=record,
+            error=why,
         )
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
@@ -192,6 +195,7 @@ class ModelPool:
             )
         else:
             entry.state = VersionState.READY
+            entry.error = None
             self._load_errors.pop((entry.tenant, entry.model, entry.version), None)
             log.info(
                 "model_ready",
@@ -276,7 +280,10 @@ class ModelPool:
         record = entry.record
         if entry.state is not VersionState.UNHEALTHY or record is None:
             return  # unloaded meanwhile: nothing to bring back
-        fresh = await self.load(record)
+        timeout = entry.config.runtime.compute_timeout_s
+        fresh = await self.load(
+            record, why=f"reloading after a batch ran past its compute timeout of {timeout:g} s"
+        )
         if fresh.state is VersionState.READY:
             log.info(
                 "version_reloaded", tenant=entry.tenant, model=entry.model, version=entry.version
@@ -285,8 +292,8 @@ class ModelPool:
         if fresh is entry or fresh.state is not VersionState.FAILED:
             return
         fresh.error = (
-            f"out of rotation: a batch ran past its compute timeout of "
-            f"{entry.config.runtime.compute_timeout_s:g} s and the reload failed: {fresh.error}"
+            f"out of rotation: a batch ran past its compute timeout of {timeout:g} s and "
+            f"the reload failed: {fresh.error}"
         )
         self._load_errors[(fresh.tenant, fresh.model, fresh.version)] = fresh.error
         log.error(
