@@ -58,9 +58,10 @@ class VersionSummary(BaseModel):
     created_by: str
     aliases: list[str]
     state: str
-    """This replica: READY, LOADING, FAILED, UNLOADING, or UNAVAILABLE (not loaded)."""
+    """This replica: READY, LOADING, UNHEALTHY (a batch ran past its compute timeout; being
+    reloaded), FAILED, UNLOADING, or UNAVAILABLE (not loaded)."""
     error: str | None = None
-    """Why the last load of this version failed on this replica, if it did."""
+    """Why the version is unhealthy or reloading, or why its last load failed on this replica."""
 
 
 class VersionDetail(VersionSummary):
