@@ -180,12 +180,17 @@ class ArtifactStore:
         if not path.startswith(self._root + "/") or not fs.exists(path):
             return False
         fs.rm(path, recursive=True)
-        folder = path.rsplit("/", 1)[0]
-        try:
-            if _is_local(fs) and not fs.ls(folder):
-                fs.rmdir(folder)  # the empty content folder; object stores have none
-        except OSError:
-            pass  # another artifact of the same content, or a concurrent push: keep it
+        if _is_local(fs):
+            # The content folder and the model's folder, once empty (object stores have none).
+            folder = path.rsplit("/", 1)[0]
+            for _ in range(2):
+                try:
+                    if fs.ls(folder) or folder == self._root:
+                        break
+                    fs.rmdir(folder)
+                except OSError:
+                    break  # a concurrent push writes there: keep it
+                folder = folder.rsplit("/", 1)[0]
         return True
 
     def materialise(self, uri: str, sha256: str) -> Path:
