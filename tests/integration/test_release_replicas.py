@@ -297,7 +297,7 @@ def test_the_guard_judges_traffic_served_by_a_replica_that_does_not_run_it(
         healthy_history = rollout_history(http, "judged", healthy["id"])
 
     assert rolled_back["state"] == "rolled_back", rolled_back
-    assert "error rate" in rolled_back["reason"], rolled_back["reason"]
+    assert "error rate" in rolled_back["verdict"]["reason"], rolled_back
     verdict = failing_history[-1]
     assert verdict["actor"] == "rollout-guard"
     assert verdict["details"]["figures"]["candidate_requests"] >= 40, verdict

@@ -315,7 +315,9 @@ def test_a_candidate_that_fails_requests_is_rolled_back_and_traffic_returns_to_b
 
     assert done["state"] == "rolled_back", done
     assert done["step"] == 0, "it should not have left the first step"
-    assert "error rate" in done["reason"], done["reason"]
+    assert done["reason"] == "tests", "the reason it was started with is kept"
+    assert done["verdict"]["action"] == "rollback", done["verdict"]
+    assert "error rate" in done["verdict"]["reason"], done["verdict"]
     assert http.get("/v1/models/flaky/routing").json()["aliases"] == {"production": "1"}
     served = load.since(after)
     assert versions(served) == {"1": len(served)}, versions(served)
@@ -351,7 +353,8 @@ def test_a_candidate_that_is_slow_is_rolled_back_for_its_p99(
         load.wait_for(50)
 
     assert done["state"] == "rolled_back", done
-    assert "p99" in done["reason"], done["reason"]
+    assert "p99" in done["verdict"]["reason"], done["verdict"]
+    assert done["verdict"]["figures"]["latency_p_value"] < 0.001, done["verdict"]
     assert http.get("/v1/models/slow/routing").json()["aliases"] == {"production": "1"}
     served = load.since(after)
     assert versions(served) == {"1": len(served)}, versions(served)
