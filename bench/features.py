@@ -264,7 +264,7 @@ def over_http(
         )
         names.append(name)
     request = {"features": [f"{n}:*" for n in names], "entities": {"user": users(args)}}
-    body = json.dumps(request).encode()
+    payload = json.dumps(request).encode()
     answer = client.json("POST", "/v1/features/get", request)
     assert len(answer["results"]) == args.entities
     assert len(answer["results"][0]["features"]) == args.views * args.features
@@ -272,7 +272,7 @@ def over_http(
     assert statuses == {"present"}, statuses
 
     def once() -> None:
-        status, _ = client.call("POST", "/v1/features/get", body)
+        status, _ = client.call("POST", "/v1/features/get", payload)
         if status != 200:
             raise RuntimeError(f"POST /v1/features/get answered {status}")
 
