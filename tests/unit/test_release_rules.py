@@ -3,8 +3,12 @@ to the store, judged here without a database."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+import modelport
 from modelport.errors import Conflict
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
 from modelport.routing.release_rules import check_alias_removable, policy_versions, version_users
@@ -48,3 +52,15 @@ def test_the_newest_version_serves_unpinned_traffic_while_nothing_else_chooses()
     assert version_users("3", {"production": "1"}, None, None, "3") == []
     assert version_users("3", {"canary": "1"}, SPLIT, None, "3") == []
     assert version_users("3", {}, None, (4, "1", "2"), "3") == []
+
+
+def test_no_store_imports_the_engine_services_or_transports() -> None:
+    # The rules above are applied by the release service; the stores only keep the state.
+    stores = Path(modelport.__file__).parent / "stores"
+    above = ("modelport.routing", "modelport.serving", "modelport.services", "modelport.api")
+    offenders = {}
+    for path in stores.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(above):
+                offenders[path.name] = node.module
+    assert offenders == {}
