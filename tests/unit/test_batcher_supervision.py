@@ -95,6 +95,40 @@ async def test_batch_past_compute_timeout_fails_naming_version_and_timeout(
     assert model.batch_sizes == [1]
 
 
+async def test_each_running_batch_is_held_to_its_own_compute_timeout(
+    threads: ComputeThreads,
+) -> None:
+    gate = threading.Event()
+    model = Doubler(gate=gate)
+    batcher = Batcher(
+        model,
+        BatchingConfig(max_batch_size=1, max_queue_delay_ms=0),
+        threads,
+        instances=2,
+        label=LABEL,
+        compute_timeout_s=0.3,
+    )
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        first = batcher.enqueue(rows_of(1.0), 1)
+        await wait_entered(model)
+        await asyncio.sleep(0.15)
+        second_started = loop.time()
+        second = batcher.enqueue(rows_of(2.0), 1)  # runs beside the first, in the other slot
+        with pytest.raises(ComputeTimeout):
+            await asyncio.wait_for(first, 5)
+        assert not second.done(), "a batch failed before its own compute timeout"
+        with pytest.raises(ComputeTimeout):
+            await asyncio.wait_for(second, 5)
+        elapsed = loop.time() - second_started
+        assert 0.3 <= elapsed < 1.5, elapsed
+        assert len(model.calls) == 2
+    finally:
+        gate.set()
+        await batcher.close(drain_timeout=5)
+
+
 async def test_batches_within_the_compute_timeout_are_answered(threads: ComputeThreads) -> None:
     model = Doubler()
     hangs: list[ComputeTimeout] = []

@@ -10,10 +10,12 @@ Event-loop traps this module avoids: futures of requests whose caller went away 
 disconnect cancels the awaiting task) are skipped, never set; every task it creates is kept in
 ``self._tasks`` until it finishes; timers are cancelled when the batch fills first.
 
-Nothing waits forever. Each runtime call carries one timer (``compute_timeout_s``): past it,
+Nothing waits forever. Each runtime call must return within ``compute_timeout_s``: past it,
 the batch's requests fail with ``ComputeTimeout``, the queued ones with ``ModelNotReady``, the
 batcher stops taking requests and tells its owner (``on_hang``), which reloads the version; the
-thread stuck in the runtime is abandoned. The dispatcher task is supervised: if it dies, the
+thread stuck in the runtime is abandoned. One watchdog timer per batcher, armed for the oldest
+running batch, checks this: a timer per batch (``call_later`` and ``cancel``) costs more than
+a small model's whole batch under uvloop. The dispatcher task is supervised: if it dies, the
 error is logged, the queued requests fail with ``ModelNotReady`` and a new dispatcher starts.
 """
 
@@ -195,6 +197,9 @@ class Batcher:
         self._max_batch = config.max_batch_size if stacked else 0
         self._stacked = stacked
         self._compute_timeout = compute_timeout_s
+        self._computing: dict[asyncio.Future[Arrays], tuple[float, int]] = {}
+        """Runtime calls in progress: their deadline and rows."""
+        self._watchdog: asyncio.TimerHandle | None = None
         self._on_hang = on_hang
         self._refusal = f"{label} is not accepting requests (unloading)"
         self.restarts = 0
@@ -433,11 +438,14 @@ class Batcher:
                 observe(started - item.enqueued)
             merged = merge(batch)
             computing = self._threads.run(self._predict, merged)
-            timer = loop.call_later(self._compute_timeout, self._time_out, computing, rows)
+            running = self._computing
+            running[computing] = (started + self._compute_timeout, rows)
+            if self._watchdog is None:
+                self._watchdog = loop.call_at(started + self._compute_timeout, self._watch)
             try:
                 outputs = await computing
             finally:
-                timer.cancel()
+                del running[computing]
             parts = split(outputs, batch, self._stacked)
         except ComputeTimeout as exc:
             self._observer.batch(rows, loop.time() - started, ok=False)
@@ -464,14 +472,28 @@ class Batcher:
         finally:
             self._slots.release()
 
-    def _time_out(self, computing: asyncio.Future[Arrays], rows: int) -> None:
-        if not computing.done():
-            computing.set_exception(
-                ComputeTimeout(
-                    f"{self._label} did not finish a batch of {rows} row(s) within its compute "
-                    f"timeout of {self._compute_timeout:g} s (runtime.compute_timeout_s)"
-                )
-            )
+    def _watch(self) -> None:
+        """Fail the runtime calls past their deadline; re-arm for the next one due."""
+        self._watchdog = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        due = float("inf")
+        for computing, (deadline, rows) in list(self._computing.items()):
+            if deadline <= now:
+                if not computing.done():
+                    computing.set_exception(
+                        ComputeTimeout(
+                            f"{self._label} did not finish a batch of {rows} row(s) within its "
+                            f"compute timeout of {self._compute_timeout:g} s "
+                            "(runtime.compute_timeout_s)"
+                        )
+                    )
+            elif deadline < due:
+                due = deadline
+        if due != float("inf"):
+            self._watchdog = loop.call_at(due, self._watch)
 
     def _hung(self, error: ComputeTimeout) -> None:
         """A runtime call ran past the compute timeout: its thread is lost to this batcher.
@@ -511,6 +533,9 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
             self._fail_pending(ModelNotReady(f"{self._label} was unloaded"))
+            if self._watchdog is not None and not self._computing:
+                self._watchdog.cancel()  # (a batch still computing keeps it: it may hang)
+                self._watchdog = None
 
 
 def _resolve(future: asyncio.Future[bool]) -> None:
