@@ -34,6 +34,7 @@ MODULES = (
     "modelport.services.quotas",
     "modelport.services.tenancy",
     "modelport.serving.batcher",
+    "modelport.serving.batching",
     "modelport.serving.codec",
     "modelport.serving.compute",
     "modelport.serving.plan",
