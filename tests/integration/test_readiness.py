@@ -61,8 +61,8 @@ def test_empty_registry_is_live_but_not_ready(empty_server: Server) -> None:
 
 
 def test_models_registered_while_serving(empty_server: Server, tmp_path: Path) -> None:
-    """The server reads the registry live: a pushed model counts for readiness once it is
-    registered, and serves once loaded. Optional models never hold readiness back."""
+    """The server reads the registry live: a model pushed while it runs is served once loaded,
+    and from then on counts for readiness. Optional models never hold readiness back."""
     push_models(
         empty_server.workdir,
         empty_server.database_url,
@@ -74,7 +74,8 @@ def test_models_registered_while_serving(empty_server: Server, tmp_path: Path) -
         ],
     )
     with empty_server.client() as client:
-        # Registered and required but not loaded: not ready.
+        # Registered and required but not loaded: the model is not ready, and the server
+        # (asked to serve nothing yet) is not either.
         assert client.get("/v2/health/ready").status_code == 503
         assert client.get("/v2/models/late").status_code == 200
         assert client.get("/v2/models/late/ready").status_code == 503
