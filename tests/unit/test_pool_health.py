@@ -9,6 +9,7 @@ which, unlike an ONNX run, nothing can tell to stop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -203,3 +204,19 @@ async def test_reload_that_fails_takes_the_version_out_of_rotation(
     assert "the reload failed" in failed.error and "sha256" in failed.error
     assert pool.load_error("acme", "ident", "1") == failed.error
     assert pool.newest_ready("acme", "ident") is None
+
+
+async def test_warmup_that_hangs_fails_the_load_instead_of_hanging_it(
+    pool: ModelPool, record: VersionRecord, loader: Loader
+) -> None:
+    config = VersionConfig(
+        runtime=RuntimeConfig(compute_timeout_s=TIMEOUT_S),
+        warmup=[{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [-1, 0]}]}],
+    )
+    hanging = dataclasses.replace(record, config=config.model_dump())
+    entry = await asyncio.wait_for(pool.load(hanging), TIMEOUT_S + 5)
+    assert entry.state is VersionState.FAILED
+    assert entry.error is not None
+    assert f"compute timeout of {TIMEOUT_S:g} s" in entry.error
+    await asyncio.sleep(0.1)
+    assert loader.builds == 1  # a version that never became READY is not reloaded

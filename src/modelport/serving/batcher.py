@@ -446,7 +446,10 @@ class Batcher:
             f"{self._compute_timeout:g} s; retry shortly"
         )
         if self._on_hang is not None:
-            self._on_hang(error)
+            try:
+                self._on_hang(error)
+            except Exception:  # the batch task must end cleanly: log why instead
+                log.exception("on_hang_failed", model=self._label)
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Stop taking requests, finish the queued and running ones, then stop the dispatcher."""
