@@ -179,31 +179,37 @@ class ModelPool:
         )
         self._versions.setdefault((record.tenant, record.model), {})[record.version] = entry
         started = time.perf_counter()
+        failure: str | None = None
         try:
             if unreadable:
                 raise ArtifactError(unreadable)
             await self._start(entry, record)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the version FAILED
-            entry.state = VersionState.FAILED
-            entry.error = (
+            failure = (
                 exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
             )
-            await self._stop(entry)
-            self._load_errors[(entry.tenant, entry.model, entry.version)] = entry.error
-            log.error(
-                "model_load_failed", model=entry.model, version=entry.version, error=entry.error
-            )
-        else:
-            entry.state = VersionState.READY
-            entry.error = None
-            self._load_errors.pop((entry.tenant, entry.model, entry.version), None)
-            log.info(
-                "model_ready",
-                tenant=entry.tenant,
-                model=entry.model,
-                version=entry.version,
-                seconds=round(time.perf_counter() - started, 3),
-            )
+        try:
+            if failure is not None:
+                # Stopped outside the ``except`` block: compiled with mypyc, an await that
+                # suspends inside one re-raised the handled exception.
+                entry.state = VersionState.FAILED
+                entry.error = failure
+                await self._stop(entry)
+                self._load_errors[(entry.tenant, entry.model, entry.version)] = failure
+                log.error(
+                    "model_load_failed", model=entry.model, version=entry.version, error=failure
+                )
+            else:
+                entry.state = VersionState.READY
+                entry.error = None
+                self._load_errors.pop((entry.tenant, entry.model, entry.version), None)
+                log.info(
+                    "model_ready",
+                    tenant=entry.tenant,
+                    model=entry.model,
+                    version=entry.version,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
         finally:
             self._refresh_serving(entry.tenant, entry.model)
             self._refresh_gauges()
