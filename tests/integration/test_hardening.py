@@ -68,7 +68,7 @@ def test_cors_allows_only_configured_origins(cors_server: Server) -> None:
                 "Access-Control-Request-Headers": "authorization,content-type",
             },
         )
-        assert preflight.status_code == 200
+        assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == ORIGIN
         allowed = client.post("/v2/models/scale/infer", json=INFER_BODY, headers={"Origin": ORIGIN})
         assert allowed.status_code == 200

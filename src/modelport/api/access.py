@@ -33,7 +33,7 @@ class Access:
     """One route's rule. ``scope``: the tenant scope it needs (None: any valid key, the route
     narrows it, or none at all when ``public``). ``max_body_bytes``: the largest body it reads."""
 
-    __slots__ = ("max_body_bytes", "platform_admin", "public", "scope")
+    __slots__ = ("max_body_bytes", "or_platform_admin", "platform_admin", "public", "scope")
 
     def __init__(
         self,
@@ -41,11 +41,14 @@ class Access:
         scope: str | None = None,
         public: bool = False,
         platform_admin: bool = False,
+        or_platform_admin: bool = False,
         max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.scope = scope
         self.public = public
         self.platform_admin = platform_admin
+        self.or_platform_admin = or_platform_admin
+        """The platform admin key may call it too (acting on any tenant the path names)."""
         self.max_body_bytes = max_body_bytes
 
     def __repr__(self) -> str:
@@ -58,7 +61,7 @@ class Access:
     def authorize(self, caller: Principal) -> str | None:
         """The tenant ``caller`` acts in for this route (None for platform-level calls);
         raises ``Forbidden`` when the key may not call it."""
-        if self.platform_admin:
+        if self.platform_admin or (self.or_platform_admin and caller.platform_admin):
             if not caller.platform_admin and caller.key != AUTH_DISABLED:
                 raise Forbidden("this operation needs the platform admin key")
             return caller.tenant
@@ -78,9 +81,9 @@ AUTH_DISABLED = "auth-disabled"
 
 PUBLIC = Access(public=True)
 """Probes, server metadata and the API's own documentation: no key."""
-AUTHENTICATED = Access()
-"""Any valid key; the route decides further (tenants and keys)."""
 PLATFORM_ADMIN = Access(platform_admin=True)
+TENANT_ADMIN = Access(scope="admin", or_platform_admin=True)
+"""A tenant's own key management: its ``admin`` scope, or the platform admin key."""
 INFER = Access(scope="infer")
 """The OIP infer calls; their body cap is the model's (see ``InferenceService.body_limit``)."""
 READ = Access(scope="read")
@@ -88,7 +91,7 @@ WRITE = Access(scope="write")
 WRITE_BULK = Access(scope="write", max_body_bytes=8 * MIB)
 """Writes that carry many rows at once (feature pushes, golden examples)."""
 
-CallerDep = Annotated[Principal, Depends(AUTHENTICATED)]
+TenantAdminDep = Annotated[Principal, Depends(TENANT_ADMIN)]
 AdminDep = Annotated[Principal, Depends(PLATFORM_ADMIN)]
 ReadCaller = Annotated[Principal, Depends(READ)]
 WriteCaller = Annotated[Principal, Depends(WRITE)]

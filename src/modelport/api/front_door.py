@@ -46,6 +46,8 @@ class RouteAccess:
         path: str = scope["path"]
         if not path.isprintable() or "\\" in path:
             raise EndpointNotFound()
+        if match_infer_path(path) is not None:
+            raise MethodNotAllowed(scope["method"], ["POST"])  # POST went to the fast path
         found = self._match(scope)
         if found is None and len(path) > 1 and path.endswith("/"):
             stripped = path.rstrip("/") or "/"
@@ -121,7 +123,8 @@ class FrontDoor:
                 await self._preflight(send, head)
                 return
             if method == "HEAD":
-                scope["method"] = "GET"
+                # FastAPI routes GET only; the server still knows it answers a HEAD.
+                scope = {**scope, "method": "GET"}
             access = self._routes.find(scope)
             caller = await self._gate.admit(head, access)
             if caller is not None:

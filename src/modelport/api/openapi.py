@@ -80,9 +80,7 @@ def _describe(operation: dict[str, Any], access: Access, method: str, has_params
     if not access.public:
         codes += [401, 403, 429]
         operation["security"] = [{"apiKey": []}]
-        operation["x-modelport-scope"] = (
-            "platform-admin" if access.platform_admin else access.scope or "any"
-        )
+        operation["x-modelport-scope"] = "platform-admin" if access.platform_admin else access.scope
     if has_params:
         codes.append(404)
     if method in _BODY_METHODS:
@@ -134,7 +132,7 @@ def _infer_operation(*, versioned: bool) -> dict[str, Any]:
         "summary": "Run inference" + (" on one version" if versioned else ""),
         "description": "Open Inference Protocol v2. Unpinned calls follow the model's routing "
         "(rollout split, weighted/sticky policy or the production alias). The body may be at "
-        "most what the model can take: max_queue_size rows of its inputs.",
+        "most what the model can take: max_batch_size rows of its inputs.",
         "operationId": "infer_version" if versioned else "infer",
         "parameters": parameters,
         "requestBody": {

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from modelport.api.access import AdminDep, CallerDep
+from modelport.api.access import AdminDep, TenantAdminDep
 from modelport.api.deps import services
 from modelport.container import Services
 from modelport.errors import NotFound
@@ -150,7 +150,9 @@ async def set_quotas(tenant: str, body: QuotasIn, _caller: AdminDep, svc: Servic
 
 
 @router.post("/tenants/{tenant}/keys", response_model=IssuedKeyOut, status_code=201)
-async def create_key(tenant: str, body: KeyIn, caller: CallerDep, svc: ServicesDep) -> IssuedKeyOut:
+async def create_key(
+    tenant: str, body: KeyIn, caller: TenantAdminDep, svc: ServicesDep
+) -> IssuedKeyOut:
     _key_manager(caller, tenant)
     issued = await svc.tenancy.create_key(
         tenant, list(body.scopes), name=body.name, expires_in_s=body.expires_in_s
@@ -159,13 +161,13 @@ async def create_key(tenant: str, body: KeyIn, caller: CallerDep, svc: ServicesD
 
 
 @router.get("/tenants/{tenant}/keys", response_model=list[KeyOut])
-async def list_keys(tenant: str, caller: CallerDep, svc: ServicesDep) -> list[KeyOut]:
+async def list_keys(tenant: str, caller: TenantAdminDep, svc: ServicesDep) -> list[KeyOut]:
     _key_manager(caller, tenant)
     return [_key(k) for k in await svc.tenancy.list_keys(tenant)]
 
 
 @router.post("/tenants/{tenant}/keys/{prefix}/revoke", status_code=204)
-async def revoke_key(tenant: str, prefix: str, caller: CallerDep, svc: ServicesDep) -> None:
+async def revoke_key(tenant: str, prefix: str, caller: TenantAdminDep, svc: ServicesDep) -> None:
     _key_manager(caller, tenant)
     await svc.tenancy.revoke_key(tenant, prefix)
 
@@ -174,7 +176,7 @@ async def revoke_key(tenant: str, prefix: str, caller: CallerDep, svc: ServicesD
 async def rotate_key(
     tenant: str,
     prefix: str,
-    caller: CallerDep,
+    caller: TenantAdminDep,
     svc: ServicesDep,
     body: Annotated[RotateIn | None, Body()] = None,
 ) -> IssuedKeyOut:

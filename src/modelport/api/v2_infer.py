@@ -35,7 +35,7 @@ _OCTET = b"application/octet-stream"
 
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
     """``(model, version)`` when ``path`` is an OIP infer URL, else None."""
-    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
+    if not path.startswith("/v2/models/") or not path.endswith("/infer") or not path.isprintable():
         return None
     parts = path.split("/")
     if len(parts) == 5 and parts[3]:
@@ -161,5 +161,5 @@ class InferEndpoint:
             await self._inference.check_target(tenant, model, version, alias)
         elif model_max < limit:
             limit = model_max
-            reason = f"the most model '{model}' takes: max_queue_size rows of its inputs"
+            reason = f"the most model '{model}' takes: max_batch_size rows of its inputs"
         return limit, reason

@@ -21,7 +21,9 @@ BYTES_ELEMENT_BYTES = 64 * 1024
 def request_size_limit(signature: Signature, config: VersionConfig) -> int | None:
     """Bytes of the largest JSON request the version accepts; None when a dynamic dimension
     besides the rows leaves it unbounded (the server-wide limit then applies)."""
-    rows = max(config.batching.max_queue_size, 1) if signature.batchable else 1
+    batching = config.batching
+    # A request may carry up to max_batch_size rows (with batching off, a queue's worth).
+    rows = (batching.max_batch_size or batching.max_queue_size) if signature.batchable else 1
     total = ENVELOPE_BYTES
     for spec in signature.inputs:
         dims = spec.shape[1:] if signature.batchable else spec.shape
