@@ -217,8 +217,8 @@ def push(
 def _wait_serving(record: VersionRecord, wait_s: float) -> None:
     console.print(f"'{PRODUCTION}' points at version {record.version}: replicas load it")
     config = load_config()
-    if config.server is None:
-        return
+    if config.server is None or config.tenant != record.tenant:
+        return  # no server named, or its key is another tenant's
     try:
         serving = wait_serving(config, record.model, record.version, wait_s)
     except ServerUnreachable:

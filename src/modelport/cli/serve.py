@@ -12,7 +12,6 @@ from modelport.cli.http_protocol import guarded_protocol
 from modelport.settings import Settings
 from modelport.stores.sql import migrate
 
-
 #: Net allocations of tracked objects between two young-generation collections.
 GC_THRESHOLD = 10_000
 
