@@ -50,6 +50,15 @@ class ReadyStatus(BaseModel):
     ready: bool
 
 
+class ServerReady(BaseModel):
+    ready: bool
+
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "not ready", "model": ReadyStatus}
+}
+
+
 class RepositoryIndexRequest(BaseModel):
     ready: StrictBool = Field(default=False, description="Only list versions that are READY.")
 
@@ -75,7 +84,12 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", responses={503: {"description": "not ready"}}, dependencies=[Public])
+@router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    responses={503: {"description": "not ready", "model": ServerReady}},
+    dependencies=[Public],
+)
 async def ready(svc: ServicesDep) -> Response:
     is_ready = await svc.repository.server_ready()
     return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
@@ -118,13 +132,13 @@ async def _ready_response(svc: Services, tenant: str, model: str, version: str |
     return JsonResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/models/{model}/ready", responses={503: {"description": "not ready"}})
+@router.get("/models/{model}/ready", response_model=ReadyStatus, responses=_NOT_READY)
 async def model_ready(model: str, tenant: ReadTenant, svc: ServicesDep) -> Response:
     return await _ready_response(svc, tenant, model, None)
 
 
 @router.get(
-    "/models/{model}/versions/{version}/ready", responses={503: {"description": "not ready"}}
+    "/models/{model}/versions/{version}/ready", response_model=ReadyStatus, responses=_NOT_READY
 )
 async def version_ready(model: str, version: str, tenant: ReadTenant, svc: ServicesDep) -> Response:
     return await _ready_response(svc, tenant, model, version)
