@@ -30,7 +30,10 @@ run: setup ## Build and register the demo models, then serve them on 127.0.0.1:8
 	$(BIN)/modelport demo
 
 test: setup ## Run the whole test suite (unit, then contract, then integration against real servers)
-	$(BIN)/pytest
+	@# pytest's exit status 5 means it collected no tests: a run that tests nothing fails.
+	$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
 
 lint: setup ## ruff and mypy --strict
 	$(BIN)/ruff check src tests bench scripts
