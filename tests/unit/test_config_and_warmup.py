@@ -67,12 +67,34 @@ def test_bad_batching_settings_are_rejected(batching: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "runtime",
-    [{"kind": "tensorflow"}, {"instances": 0}, {"instances": 17}, {"max_sequence_length": 4}],
-    ids=["unknown-kind", "no-instances", "too-many-instances", "short-sequences"],
+    [
+        {"kind": "tensorflow"},
+        {"instances": 0},
+        {"instances": 17},
+        {"max_sequence_length": 4},
+        {"compute_timeout_s": 0},
+        {"compute_timeout_s": -1},
+        {"compute_timeout_s": 3601},
+    ],
+    ids=[
+        "unknown-kind",
+        "no-instances",
+        "too-many-instances",
+        "short-sequences",
+        "no-compute-time",
+        "negative-compute-timeout",
+        "compute-timeout-over-an-hour",
+    ],
 )
 def test_bad_runtime_settings_are_rejected(runtime: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         VersionConfig.model_validate({"runtime": runtime})
+
+
+def test_compute_timeout_defaults_to_thirty_seconds() -> None:
+    assert VersionConfig().runtime.compute_timeout_s == 30.0
+    stored = VersionConfig.model_validate({"runtime": {"compute_timeout_s": 2.5}})
+    assert stored.runtime.compute_timeout_s == 2.5
 
 
 def test_unknown_top_level_key_is_rejected() -> None:
