@@ -70,19 +70,6 @@ class InferenceService:
         self._shadow = shadow
         self._cache = cache
 
-    def serving(self, tenant: str, model: str) -> bool:
-        """Whether unpinned requests for ``model`` would find a READY version here."""
-        routing = self._routes.get(tenant, model)
-        if routing is not None and routing.route is not None:
-            return all(self._ready(tenant, model, v) for v in routing.route.versions)
-        if (tenant, model) in self._routes.pending:
-            return False
-        return self._pool.newest_ready(tenant, model) is not None
-
-    def _ready(self, tenant: str, model: str, version: str) -> bool:
-        entry = self._pool.get(tenant, model, version)
-        return entry is not None and entry.state is VersionState.READY
-
     async def resolve(self, tenant: str, model: str, version: str | None) -> LoadedVersion:
         """The loaded version that serves ``model`` (newest READY one unless pinned)."""
         if version is None:
