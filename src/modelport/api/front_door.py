@@ -25,7 +25,7 @@ from modelport.api.cors import CorsPolicy
 from modelport.api.errors import EndpointNotFound, MethodNotAllowed, error_response
 from modelport.api.gate import Gate
 from modelport.api.request_head import RequestHead, read_head
-from modelport.api.responses import common_headers, log_access, send_answer
+from modelport.api.responses import CLOSE, common_headers, log_access, send_answer
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
 from modelport.container import Services
 from modelport.settings import Settings
@@ -114,6 +114,7 @@ class FrontDoor:
         head = read_head(scope["headers"], self._max_headers)
         method: str = scope["method"]
         permit: BodyPermit | None = None
+        unread = method in _BODY_METHODS and head.content_length != 0
         answer = _Answer(send, head, self._cors, method, scope["path"], self._access_log)
         structlog.contextvars.bind_contextvars(request_id=head.request_id.decode())
         try:
@@ -136,12 +137,13 @@ class FrontDoor:
                 body = await read_body(receive, permit, self._budget)
                 if body is None:
                     return  # the client went away, or was cut off for sending too slowly
+                unread = False
                 if head.encoding:
                     body = inflate(body, head.encoding, permit)
                 receive = _replay(body, receive)
             await self._api(scope, receive, answer.send)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
-            await answer.error(exc)
+            await answer.error(exc, close=unread)
         finally:
             if permit is not None:
                 self._budget.release(permit)
@@ -198,13 +200,16 @@ class _Answer:
             message = {**message, "body": b""}
         await self._send(message)
 
-    async def error(self, exc: BaseException) -> None:
+    async def error(self, exc: BaseException, *, close: bool = False) -> None:
+        """Answer ``exc``; ``close``: the body was not read, so the connection is closed."""
         if self.started:
             return  # FastAPI already answered (and logged it); nothing more can be sent
         status, headers, body = error_response(exc)
         if status == 500:
             log.error("request_crashed", path=self._path, exc_info=exc)
         headers.extend(common_headers(self._head.request_id, self._cors, self._head.origin))
+        if close:
+            headers.append(CLOSE)
         self.started = True
         await send_answer(self._send, status, headers, body, head=self._method == "HEAD")
         if self._access_log:

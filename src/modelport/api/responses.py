@@ -26,6 +26,10 @@ SECURITY_HEADERS = (
 )
 
 
+#: On an answer given before the request's body was read: the rest of it is not taken in.
+CLOSE = (b"connection", b"close")
+
+
 class JsonResponse(JSONResponse):
     """JSON through orjson, for the responses routes build by hand (readiness)."""
 

@@ -15,8 +15,8 @@ from modelport.api.deps import services
 from modelport.container import Services
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
+from modelport.services.releases import ModelOverview, VersionOverview
 from modelport.stores.audit import AuditRecord
-from modelport.stores.registry import VersionRecord
 from modelport.stores.rollouts import RolloutRecord
 
 router = APIRouter(prefix="/v1/models", tags=["releases"])
@@ -203,29 +203,24 @@ class AuditOut(BaseModel):
 
 @router.get("", summary="List models")
 async def list_models(svc: ServicesDep, tenant: ReadTenant) -> list[ModelOut]:
-    return [
-        await _model_out(svc, tenant, item.model.name)
-        for item in await svc.registry.list_models(tenant)
-    ]
+    return [_model_out(overview) for overview in await svc.releases.overviews(tenant)]
 
 
 @router.get("/{model}", summary="Describe a model: interface, aliases, routing, versions")
 async def get_model(model: ModelName, svc: ServicesDep, tenant: ReadTenant) -> ModelOut:
-    return await _model_out(svc, tenant, model)
+    return _model_out(await svc.releases.overview(tenant, model))
 
 
 @router.get("/{model}/versions/{version}", summary="Describe a version")
 async def get_version(
     model: ModelName, version: VersionNumber, svc: ServicesDep, tenant: ReadTenant
 ) -> VersionDetail:
-    record = await svc.registry.version(tenant, model, version)
-    releases = await svc.releases.releases(tenant, model)
-    summary = _version_summary(svc, tenant, model, record, releases.aliases)
+    overview = await svc.releases.version_overview(tenant, model, version)
     return VersionDetail(
-        **summary.model_dump(),
+        **_version_summary(overview).model_dump(),
         model=model,
-        signature=record.signature,
-        config=record.config,
+        signature=overview.record.signature,
+        config=overview.record.config,
     )
 
 
@@ -410,37 +405,31 @@ async def _require_model(svc: Services, tenant: str, model: str) -> None:
     await svc.registry.describe(tenant, model)
 
 
-async def _model_out(svc: Services, tenant: str, model: str) -> ModelOut:
-    description = await svc.registry.describe(tenant, model)
-    releases = await svc.releases.releases(tenant, model)
+def _model_out(overview: ModelOverview) -> ModelOut:
+    model, releases = overview.model, overview.releases
     return ModelOut(
-        name=model,
-        required=description.model.required,
-        interface=description.model.interface,
-        golden_examples=len(description.model.golden or []),
+        name=model.name,
+        required=model.required,
+        interface=model.interface,
+        golden_examples=len(model.golden or []),
         aliases=releases.aliases,
         routing=None if releases.policy is None else releases.policy.to_dict(),
         rollout=None if releases.rollout is None else _rollout_out(releases.rollout),
-        versions=[
-            _version_summary(svc, tenant, model, v, releases.aliases) for v in description.versions
-        ],
-        serving=svc.releases.serving_status(tenant, model),
+        versions=[_version_summary(v) for v in overview.versions],
+        serving=overview.serving,
     )
 
 
-def _version_summary(
-    svc: Services, tenant: str, model: str, record: VersionRecord, aliases: dict[str, str]
-) -> VersionSummary:
-    version = record.version
-    state, error = svc.releases.version_state(tenant, model, version)
+def _version_summary(overview: VersionOverview) -> VersionSummary:
+    record = overview.record
     return VersionSummary(
-        version=version,
+        version=record.version,
         sha256=record.sha256,
         created_at=record.created_at,
         created_by=record.created_by,
-        aliases=sorted(a for a, v in aliases.items() if v == version),
-        state=state,
-        error=error,
+        aliases=overview.aliases,
+        state=overview.state,
+        error=overview.error,
     )
 
 

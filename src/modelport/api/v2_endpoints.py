@@ -16,7 +16,7 @@ from modelport.api.access import Public, ReadTenant, WriteTenant
 from modelport.api.deps import services
 from modelport.api.responses import JsonResponse
 from modelport.container import Services
-from modelport.stores.registry import VersionRecord
+from modelport.services.repository import ServedMetadata
 
 router = APIRouter(prefix="/v2", tags=["inference"])
 
@@ -95,11 +95,12 @@ async def ready(svc: ServicesDep) -> Response:
     return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-def _metadata(record: VersionRecord, versions: list[str]) -> dict[str, Any]:
+def _metadata(served: ServedMetadata) -> dict[str, Any]:
+    record = served.record
     signature = record.signature
     return {
         "name": record.model,
-        "versions": versions,
+        "versions": served.versions,
         "platform": _PLATFORMS.get(record.config.get("runtime", {}).get("kind", "onnx"), "onnx"),
         "inputs": signature["inputs"],
         "outputs": signature["outputs"],
@@ -108,27 +109,18 @@ def _metadata(record: VersionRecord, versions: list[str]) -> dict[str, Any]:
 
 @router.get("/models/{model}", response_model=ModelMetadata)
 async def model_metadata(model: str, tenant: ReadTenant, svc: ServicesDep) -> dict[str, Any]:
-    description = await svc.registry.describe(tenant, model)
-    serving = svc.pool.newest_ready(tenant, model)
-    record = (
-        await svc.registry.version(tenant, model, serving.version)
-        if serving is not None
-        else await svc.registry.version(tenant, model)
-    )
-    return _metadata(record, [v.version for v in description.versions])
+    return _metadata(await svc.repository.metadata(tenant, model))
 
 
 @router.get("/models/{model}/versions/{version}", response_model=ModelMetadata)
 async def version_metadata(
     model: str, version: str, tenant: ReadTenant, svc: ServicesDep
 ) -> dict[str, Any]:
-    record = await svc.registry.version(tenant, model, version)
-    return _metadata(record, [record.version])
+    return _metadata(await svc.repository.metadata(tenant, model, version))
 
 
 async def _ready_response(svc: Services, tenant: str, model: str, version: str | None) -> Response:
-    await svc.registry.version(tenant, model, version)  # 404 for unknown model or version
-    is_ready = svc.repository.model_ready(tenant, model, version)
+    is_ready = await svc.repository.ready(tenant, model, version)
     return JsonResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 

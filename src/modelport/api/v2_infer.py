@@ -21,7 +21,7 @@ from modelport.api.cors import CorsPolicy
 from modelport.api.errors import error_response
 from modelport.api.gate import Gate
 from modelport.api.request_head import read_head
-from modelport.api.responses import common_headers, log_access, send_answer
+from modelport.api.responses import CLOSE, common_headers, log_access, send_answer
 from modelport.errors import ModelportError
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate
@@ -79,6 +79,7 @@ class InferEndpoint:
         status = 200
         headers: list[tuple[bytes, bytes]] = []
         permit: BodyPermit | None = None
+        read = False
         try:
             if head.problem is not None:
                 raise head.problem
@@ -96,6 +97,7 @@ class InferEndpoint:
                 body = await read_body(receive, permit, self._budget)
                 if body is None:
                     return  # the client went away, or was cut off for sending too slowly
+                read = True
                 if head.encoding:
                     body = inflate(body, head.encoding, permit)
                 doc, binary = parse_body(body, head.header_length)
@@ -124,6 +126,9 @@ class InferEndpoint:
                 headers.append((b"x-cache", result.cache.encode()))
         except Exception as exc:
             status, headers, payload = error_response(exc)
+            if not read and head.content_length != 0:
+                # Refused unread: close rather than take in a body nobody will look at.
+                headers.append(CLOSE)
             if isinstance(exc, ModelportError):
                 log.warning(
                     "infer_failed",
