@@ -38,12 +38,13 @@ from modelport.stores.sql import create_engine, migrate
 from modelport.stores.tenancy import TenancyStore
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Services:
+    """What transports (HTTP routes, CLI commands) call: services only. The pool and the
+    stores behind them are private, kept here to be closed."""
+
     settings: Settings
-    engine: AsyncEngine
     metrics: Metrics
-    pool: ModelPool
     registry: RegistryService
     repository: RepositoryService
     inference: InferenceService
@@ -51,11 +52,12 @@ class Services:
     authenticator: Authenticator
     quotas: QuotaGate
     releases: ReleaseService
-    release_store: ReleaseStore
     shadow: ShadowRunner
-    cache: ResponseCache
     features: FeatureService
-    online_store: OnlineStore
+    _engine: AsyncEngine
+    _pool: ModelPool
+    _cache: ResponseCache
+    _online_store: OnlineStore
     sync: ReleaseSync | None = None
     """Follows the release state (servers only)."""
     guard: RolloutGuard | None = None
@@ -74,11 +76,11 @@ class Services:
         if self.sync is not None:
             await self.sync.close()
         await self.shadow.close()
-        await self.pool.close()
-        await self.cache.close()
-        await self.online_store.close()
+        await self._pool.close()
+        await self._cache.close()
+        await self._online_store.close()
         await self.quotas.close()
-        await self.engine.dispose()
+        await self._engine.dispose()
 
 
 async def build_services(settings: Settings, *, server: bool = False) -> Services:
@@ -140,7 +142,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         store,
         artifacts,
         tenants,
-        release_store,
+        release_store.audit,
         feature_views=view_or_none,
         online_store=online_store,
     )
@@ -196,9 +198,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
     )
     return Services(
         settings=settings,
-        engine=engine,
         metrics=metrics,
-        pool=pool,
         registry=registry,
         repository=RepositoryService(store, registry, pool, sync),
         inference=InferenceService(
@@ -219,11 +219,12 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         ),
         quotas=QuotaGate(limiter),
         releases=releases,
-        release_store=release_store,
         shadow=shadow,
-        cache=cache,
         features=features,
-        online_store=online_store,
+        _engine=engine,
+        _pool=pool,
+        _cache=cache,
+        _online_store=online_store,
         sync=sync,
         guard=guard,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
+from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound
 from modelport.serving.config import VersionConfig
 from modelport.serving.contract import (
     GoldenExample,
@@ -269,9 +269,10 @@ class RegistryService:
         return deleted
 
     async def list_models(self, tenant: str) -> list[ModelDescription]:
+        """Every model of the tenant with its versions, in a fixed number of queries."""
         return [
-            ModelDescription(m, await self._store.list_versions(tenant, m.name))
-            for m in await self._store.list_models(tenant)
+            ModelDescription(model, versions)
+            for model, versions in await self._store.models_with_versions(tenant)
         ]
 
     async def describe(self, tenant: str, name: str) -> ModelDescription:
@@ -281,13 +282,6 @@ class RegistryService:
         return ModelDescription(model, await self._store.list_versions(tenant, name))
 
     async def version(self, tenant: str, name: str, version: str | None = None) -> VersionRecord:
-        if await self._store.get_model(tenant, name) is None:
-            raise ModelNotFound(name)
-        record = (
-            await self._store.latest_version(tenant, name)
-            if version is None
-            else await self._store.get_version(tenant, name, version)
-        )
-        if record is None:
-            raise VersionNotFound(name, version or "latest")
-        return record
+        """The given version of a model, or its newest; ``ModelNotFound`` or
+        ``VersionNotFound`` otherwise (see ``RegistryStore.resolve_version``)."""
+        return await self._store.resolve_version(tenant, name, version)

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound, VersionNotFound
+from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound
 from modelport.routing import release_rules
 from modelport.routing.guard import RolloutPlan, Verdict
 from modelport.routing.policy import PRODUCTION, RoutingPolicy
@@ -23,7 +23,7 @@ from modelport.routing.window import Window
 from modelport.services.release_sync import ReleaseSync
 from modelport.serving.pool import ModelPool, VersionState
 from modelport.stores.audit import AuditRecord, Change
-from modelport.stores.registry import RegistryStore
+from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
 from modelport.stores.releases import (
     Check,
     ModelReleases,
@@ -118,6 +118,28 @@ def version_unused(model: str, version: str) -> VersionCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionOverview:
+    """One version as an operator sees it: what it is, which aliases point at it, and its
+    state in this replica (see ``ReleaseService.version_state``)."""
+
+    record: VersionRecord
+    aliases: list[str]
+    state: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOverview:
+    """One model as an operator sees it: its registry entry, where its traffic goes, its
+    versions and what this replica serves of it (None outside a server)."""
+
+    model: ModelRecord
+    releases: ReleaseState
+    versions: list[VersionOverview]
+    serving: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class AliasMove:
     alias: str
     previous: str | None
@@ -147,6 +169,54 @@ class ReleaseService:
 
     async def releases(self, tenant: str, model: str) -> ReleaseState:
         return routing_of(await self._store.model_releases(tenant, model))
+
+    async def overviews(self, tenant: str) -> list[ModelOverview]:
+        """Every model of the tenant with its versions and release state, in a fixed number of
+        queries however many models the tenant has."""
+        registered = await self._registry.models_with_versions(tenant)
+        stored = await self._store.tenant_releases(tenant)
+        return [
+            self._overview(
+                record,
+                versions,
+                routing_of(
+                    stored.get(record.name) or ModelReleases(tenant, record.name, {}, None, None)
+                ),
+            )
+            for record, versions in registered
+        ]
+
+    async def overview(self, tenant: str, model: str) -> ModelOverview:
+        """One model with its versions and release state."""
+        record = await self._registry.get_model(tenant, model)
+        if record is None:
+            raise ModelNotFound(model)
+        versions = await self._registry.list_versions(tenant, model)
+        return self._overview(record, versions, await self.releases(tenant, model))
+
+    async def version_overview(self, tenant: str, model: str, version: str) -> VersionOverview:
+        record = await self._registry.resolve_version(tenant, model, version)
+        releases = await self.releases(tenant, model)
+        return self._version_overview(record, releases.aliases)
+
+    def _overview(
+        self, record: ModelRecord, versions: list[VersionRecord], releases: ReleaseState
+    ) -> ModelOverview:
+        return ModelOverview(
+            record,
+            releases,
+            [self._version_overview(v, releases.aliases) for v in versions],
+            self.serving_status(record.tenant, record.name),
+        )
+
+    def _version_overview(self, record: VersionRecord, aliases: dict[str, str]) -> VersionOverview:
+        state, error = self.version_state(record.tenant, record.model, record.version)
+        return VersionOverview(
+            record,
+            sorted(a for a, v in aliases.items() if v == record.version),
+            state,
+            error,
+        )
 
     async def history(
         self, tenant: str, model: str, limit: int = 100, before: int | None = None
@@ -446,10 +516,7 @@ class ReleaseService:
     # ------------------------------------------------------------------ helpers
 
     async def _require_version(self, tenant: str, model: str, version: str) -> None:
-        if await self._registry.get_model(tenant, model) is None:
-            raise ModelNotFound(model)
-        if await self._registry.get_version(tenant, model, version) is None:
-            raise VersionNotFound(model, version)
+        await self._registry.resolve_version(tenant, model, version)
 
     async def _prepare(
         self,
@@ -465,9 +532,7 @@ class ReleaseService:
         entry = self._pool.get(tenant, model, version)
         if entry is not None and entry.state is VersionState.READY:
             return
-        record = await self._registry.get_version(tenant, model, version)
-        if record is None:
-            raise VersionNotFound(model, version)
+        record = await self._registry.resolve_version(tenant, model, version)
         loaded = await self._pool.load(record)
         if loaded.state is not VersionState.READY:
             error = loaded.error or "failed to load"

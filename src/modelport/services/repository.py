@@ -10,7 +10,7 @@ from modelport.errors import ArtifactError, ModelNotFound
 from modelport.services.registry import RegistryService
 from modelport.services.release_sync import ReleaseSync
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
-from modelport.stores.registry import RegistryStore
+from modelport.stores.registry import RegistryStore, VersionRecord
 
 log = structlog.get_logger("modelport.repository")
 
@@ -21,6 +21,16 @@ class IndexEntry:
     version: str | None
     state: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServedMetadata:
+    """What OIP model metadata describes: the version whose signature callers get (the one
+    asked for, else the one unpinned requests reach here, else the newest) and the versions
+    it lists."""
+
+    record: VersionRecord
+    versions: list[str]
 
 
 class RepositoryService:
@@ -93,17 +103,31 @@ class RepositoryService:
             await self._pool.unload(tenant, model, version)
         return versions
 
+    async def metadata(self, tenant: str, model: str, version: str | None = None) -> ServedMetadata:
+        """OIP model metadata of ``version``, or of the model as this replica serves it."""
+        if version is not None:
+            record = await self._registry.version(tenant, model, version)
+            return ServedMetadata(record, [record.version])
+        description = await self._registry.describe(tenant, model)
+        serving = self._pool.newest_ready(tenant, model)
+        record = await self._registry.version(
+            tenant, model, None if serving is None else serving.version
+        )
+        return ServedMetadata(record, [v.version for v in description.versions])
+
+    async def ready(self, tenant: str, model: str, version: str | None = None) -> bool:
+        """Whether this replica serves the model (or that version of it); ``ModelNotFound`` /
+        ``VersionNotFound`` for one the tenant does not have."""
+        await self._registry.version(tenant, model, version)
+        return self.model_ready(tenant, model, version)
+
     async def index(self, tenant: str, ready_only: bool = False) -> list[IndexEntry]:
         entries: list[IndexEntry] = []
-        for model in await self._store.list_models(tenant):
+        for model, versions in await self._store.models_with_versions(tenant):
             loaded = self._pool.versions_of(tenant, model.name)
             if not loaded:
-                latest = await self._store.latest_version(tenant, model.name)
-                entries.append(
-                    IndexEntry(
-                        model.name, latest.version if latest else None, "UNAVAILABLE", "not loaded"
-                    )
-                )
+                latest = versions[-1].version if versions else None
+                entries.append(IndexEntry(model.name, latest, "UNAVAILABLE", "not loaded"))
             entries.extend(
                 IndexEntry(v.model, v.version, v.state.value, v.error or "") for v in loaded
             )

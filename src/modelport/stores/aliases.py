@@ -16,11 +16,14 @@ async def read(conn: AsyncConnection, model_id: int) -> dict[str, str]:
     return {r.name: str(r.version) for r in rows}
 
 
-async def read_all(conn: AsyncConnection) -> list[Any]:
-    """Every alias of every model: rows of (tenant, model, name, version)."""
+async def read_all(conn: AsyncConnection, tenant: str | None = None) -> list[Any]:
+    """Every alias of every model (of ``tenant`` when given): rows of (tenant, model, name,
+    version)."""
     query = select(models.c.tenant, models.c.name.label("model"), aliases).join(
         models, models.c.id == aliases.c.model_id
     )
+    if tenant is not None:
+        query = query.where(models.c.tenant == tenant)
     return list((await conn.execute(query)).all())
 
 

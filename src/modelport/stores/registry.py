@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import and_, delete, false, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelport.errors import Conflict, ModelNotFound
+from modelport.errors import Conflict, ModelNotFound, VersionNotFound
 from modelport.stores.sql.schema import (
     aliases,
     audit_log,
@@ -207,6 +207,59 @@ class RegistryStore:
                 )
             ).first()
         return None if row is None else _version(tenant, model, row)
+
+    async def resolve_version(
+        self, tenant: str, model: str, version: str | None = None
+    ) -> VersionRecord:
+        """The one place a model name and an optional version become a version record: the
+        given version, or the newest when ``version`` is None, read in one query. Raises
+        ``ModelNotFound`` when the tenant has no such model, ``VersionNotFound`` when the model
+        has no such version (or none at all)."""
+        joined = model_versions.c.model_id == models.c.id
+        if version is not None:
+            # A non-canonical number ("07") names no version; the model may still exist.
+            wanted = (
+                model_versions.c.version == int(version) if is_version_number(version) else false()
+            )
+            joined = and_(joined, wanted)
+        query = (
+            select(models.c.id.label("model_row"), model_versions)
+            .select_from(models.outerjoin(model_versions, joined))
+            .where(models.c.tenant == tenant, models.c.name == model)
+            .order_by(model_versions.c.version.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise ModelNotFound(model)
+        if row.version is None:
+            raise VersionNotFound(model, version or "latest")
+        return _version(tenant, model, row)
+
+    async def models_with_versions(
+        self, tenant: str
+    ) -> list[tuple[ModelRecord, list[VersionRecord]]]:
+        """Every model of the tenant with its versions (oldest first), in two queries however
+        many models there are."""
+        async with self._engine.connect() as conn:
+            model_rows = (
+                await conn.execute(
+                    select(models).where(models.c.tenant == tenant).order_by(models.c.name)
+                )
+            ).all()
+            version_rows = (
+                await conn.execute(
+                    select(models.c.name.label("model_name"), model_versions)
+                    .join(models, models.c.id == model_versions.c.model_id)
+                    .where(models.c.tenant == tenant)
+                    .order_by(models.c.name, model_versions.c.version)
+                )
+            ).all()
+        versions: dict[str, list[VersionRecord]] = {}
+        for row in version_rows:
+            versions.setdefault(row.model_name, []).append(_version(tenant, row.model_name, row))
+        return [(_model(row), versions.get(row.name, [])) for row in model_rows]
 
     async def list_versions(self, tenant: str, model: str) -> list[VersionRecord]:
         async with self._engine.connect() as conn:

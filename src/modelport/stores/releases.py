@@ -31,7 +31,7 @@ from modelport.stores.rollouts import (
     query_rollouts,
     record_of,
 )
-from modelport.stores.sql.schema import model_versions, rollouts
+from modelport.stores.sql.schema import model_versions, models, rollouts
 from modelport.stores.version_stats import VersionStatsStore
 
 __all__ = ["CHANNEL", "ModelReleases", "ReleaseSnapshot", "ReleaseStore"]
@@ -80,26 +80,15 @@ class ReleaseStore:
         """Every model that has an alias, a policy or an active rollout, in one read."""
         async with self._engine.connect() as conn:
             generation = await release_clock.read(conn)
-            alias_rows = await aliases.read_all(conn)
-            policy_rows = await routing_policies.read_all(conn)
-            rollout_rows = (
-                await conn.execute(query_rollouts().where(rollouts.c.state.in_(ACTIVE_STATES)))
-            ).all()
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in alias_rows:
-            entry = found.setdefault((row.tenant, row.model), {"aliases": {}})
-            entry["aliases"][row.name] = str(row.version)
-        for row in policy_rows:
-            found.setdefault((row.tenant, row.model), {"aliases": {}})["policy"] = dict(row.policy)
-        for row in rollout_rows:
-            found.setdefault((row.tenant, row.model), {"aliases": {}})["rollout"] = record_of(row)
-        return ReleaseSnapshot(
-            generation,
-            {
-                key: ModelReleases(key[0], key[1], v["aliases"], v.get("policy"), v.get("rollout"))
-                for key, v in found.items()
-            },
-        )
+            found = await _releases_of(conn, None)
+        return ReleaseSnapshot(generation, found)
+
+    async def tenant_releases(self, tenant: str) -> dict[str, ModelReleases]:
+        """The release state of each of the tenant's models that has an alias, a policy or an
+        active rollout, by model name, in three queries however many models there are."""
+        async with self._engine.connect() as conn:
+            found = await _releases_of(conn, tenant)
+        return {model: releases for (_, model), releases in found.items()}
 
     async def model_releases(self, tenant: str, model: str) -> ModelReleases:
         async with self._engine.connect() as conn:
@@ -182,6 +171,31 @@ class ReleaseStore:
                 )
             )
             await audit.write(conn, tenant, model, change.with_refs(version, None), bump=True)
+
+
+async def _releases_of(
+    conn: AsyncConnection, tenant: str | None
+) -> dict[tuple[str, str], ModelReleases]:
+    """Every model (of ``tenant``, or of every tenant) with an alias, a policy or an active
+    rollout, by (tenant, model)."""
+    alias_rows = await aliases.read_all(conn, tenant)
+    policy_rows = await routing_policies.read_all(conn, tenant)
+    active = query_rollouts().where(rollouts.c.state.in_(ACTIVE_STATES))
+    if tenant is not None:
+        active = active.where(models.c.tenant == tenant)
+    rollout_rows = (await conn.execute(active)).all()
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in alias_rows:
+        entry = found.setdefault((row.tenant, row.model), {"aliases": {}})
+        entry["aliases"][row.name] = str(row.version)
+    for row in policy_rows:
+        found.setdefault((row.tenant, row.model), {"aliases": {}})["policy"] = dict(row.policy)
+    for row in rollout_rows:
+        found.setdefault((row.tenant, row.model), {"aliases": {}})["rollout"] = record_of(row)
+    return {
+        key: ModelReleases(key[0], key[1], v["aliases"], v.get("policy"), v.get("rollout"))
+        for key, v in found.items()
+    }
 
 
 async def _model_releases(

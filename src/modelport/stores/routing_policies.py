@@ -19,11 +19,14 @@ async def read(conn: AsyncConnection, model_id: int) -> dict[str, Any] | None:
     return None if value is None else dict(value)
 
 
-async def read_all(conn: AsyncConnection) -> list[Any]:
-    """Every stored policy: rows of (tenant, model, policy)."""
+async def read_all(conn: AsyncConnection, tenant: str | None = None) -> list[Any]:
+    """Every stored policy (of ``tenant``'s models when given): rows of (tenant, model,
+    policy)."""
     query = select(models.c.tenant, models.c.name.label("model"), routing.c.policy).join(
         models, models.c.id == routing.c.model_id
     )
+    if tenant is not None:
+        query = query.where(models.c.tenant == tenant)
     return list((await conn.execute(query)).all())
 
 
