@@ -23,6 +23,10 @@ from pathlib import Path
 
 #: The modules compiled by ``scripts/build_compiled.py``, in import-path form.
 MODULES = (
+    "modelport.api.bodies",
+    "modelport.api.cors",
+    "modelport.api.gate",
+    "modelport.api.request_head",
     "modelport.api.request_id",
     "modelport.api.v2_infer",
     "modelport.observability.loop_metrics",

@@ -135,7 +135,9 @@ class InferenceService:
         if version is not None:
             return _body_limit(self._pool.get(tenant, model, version))
         if routing is not None and routing.route is not None:
-            return max(_body_limit(self._pool.get(tenant, model, v)) for v in routing.route.versions)
+            return max(
+                _body_limit(self._pool.get(tenant, model, v)) for v in routing.route.versions
+            )
         return _body_limit(self._pool.newest_ready(tenant, model))
 
     async def check_target(
