@@ -1,6 +1,6 @@
 """The infer path leaves no reference cycles behind, which is what lets the server run the
-garbage collector rarely (``modelport serve`` sets ``GC_THRESHOLD``): a request's objects are freed by reference
-counting as soon as it is answered.
+garbage collector rarely (``modelport serve`` sets ``GC_THRESHOLD``): a request's objects are
+freed by reference counting as soon as it is answered.
 
 The app is called as an ASGI server calls it, with no HTTP client in the process, so every
 object the collector finds was made by modelport's side of a request."""
