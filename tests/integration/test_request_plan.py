@@ -4,6 +4,7 @@ decoded. A change that silently sends plain traffic the general way fails here."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,3 +77,34 @@ def test_requests_the_plan_does_not_read_go_the_general_way_and_are_counted(
         _, outputs = decode_response(_infer(client, content=body, headers=headers))
         np.testing.assert_array_equal(outputs["y"], x * 2)
         assert _paths(client) == (fast, general + 2)
+
+
+def test_a_tenant_with_a_rows_quota_keeps_the_fast_plan(server: Server) -> None:
+    """A ``max_rows`` quota is checked on the rows the plan decoded: the tenant's plain
+    requests stay fast, and one over the quota is refused with the quota named."""
+    x = np.ones((2, 4), dtype=np.float32)
+    plain = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]
+    }
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as admin:
+        admin.headers["Authorization"] = f"Bearer {server.admin_key}"
+        response = admin.put("/v1/tenants/acme/quotas", json={"max_rows": 3})
+        assert response.status_code == 200, response.text
+    try:
+        with server.client() as client:
+            big = {**plain, "inputs": [{**plain["inputs"][0], "shape": [4, 4], "data": [1] * 16}]}
+            # The key cache picks up the new quota within auth_cache_ttl_s.
+            for _ in range(50):
+                refused = client.post("/v2/models/double/infer", json=big)
+                if refused.status_code == 413:
+                    break
+                time.sleep(0.1)
+            assert refused.status_code == 413, refused.text
+            assert "max_rows" in refused.json()["error"]
+            fast, general = _paths(client)
+            _infer(client, json=plain)
+            assert _paths(client) == (fast + 1, general)
+    finally:
+        with httpx.Client(base_url=server.base_url, timeout=10.0) as admin:
+            admin.headers["Authorization"] = f"Bearer {server.admin_key}"
+            admin.put("/v1/tenants/acme/quotas", json={"max_rows": None})
