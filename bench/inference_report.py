@@ -141,7 +141,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "ids, metrics or logs. modelport runs as shipped (`python -m modelport serve`, "
         f"metrics on, default logging), with the demo ranker config ({_ranker_config_text()}). "
         "Rows `plain` (when present) run the same modelport without its compiled modules "
-        "(`src/modelport/compiled.py`), as `make pure` or a machine without a C compiler "
+        "(`src/modelport/compiled_modules.py`), as `make pure` or a machine without a C compiler "
         "would.",
         "",
         "## Where the time goes",

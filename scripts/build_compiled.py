@@ -4,10 +4,11 @@
     .venv/bin/python scripts/build_compiled.py --remove   # back to plain Python
     .venv/bin/python scripts/build_compiled.py --sources  # the compiled modules' .py files
 
-``modelport.compiled.MODULES`` names the modules. Each becomes an extension module next to its
-``.py`` under ``src/`` (plus one shared library, ``src/modelport_compiled__mypyc*.so``, that
-holds their common code); generated C and object files go to ``build/compiled/``. All of it
-is ignored by git. ``MODELPORT_COMPILE=0`` removes the extensions instead of building them.
+``modelport.compiled_modules.MODULES`` names the modules. Each becomes an extension module
+next to its ``.py`` under ``src/`` (plus one shared library,
+``src/modelport_compiled__mypyc*.so``, that holds their common code); generated C and object
+files go to ``build/compiled/``. All of it is ignored by git. ``MODELPORT_COMPILE=0`` removes
+the extensions instead of building them.
 
 A build that fails (no C compiler, no Python headers) leaves no extension behind and says so;
 modelport then runs the same modules as plain Python, only slower, so setup goes on.
@@ -30,7 +31,7 @@ BUILD = REPO / "build" / "compiled"
 GROUP = "modelport_compiled"
 
 sys.path.insert(0, str(SRC))
-from modelport.compiled import MODULES, extension, source  # noqa: E402 - needs SRC on the path
+from modelport.compiled_modules import MODULES, extension, source  # noqa: E402 - needs SRC on the path
 
 
 def remove() -> int:

@@ -8,22 +8,23 @@ from collections.abc import Generator
 
 import pytest
 
-from modelport import compiled
+from modelport import compiled_modules
 from required_services import in_ci
 
 _ALLOW = "mark the test @pytest.mark.ci_may_skip(reason=...) if skipping is right in CI too"
 
 
 def pytest_report_header() -> str:
-    running = compiled.running()
+    running = compiled_modules.running()
     return (
-        f"modelport request path: {len(running)} of {len(compiled.MODULES)} modules compiled"
+        f"modelport request path: {len(running)} of {len(compiled_modules.MODULES)} modules "
+        "compiled"
         " (make setup builds them, make pure removes them)"
     )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    stale = compiled.stale()
+    stale = compiled_modules.stale()
     if stale:
         # Python would import the old extensions: the tests would not test the sources.
         raise pytest.UsageError(

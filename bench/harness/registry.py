@@ -42,7 +42,7 @@ def registry_settings(workdir: Path, **extra: Any) -> Settings:
 @asynccontextmanager
 async def open_services(workdir: Path, **extra: Any) -> AsyncIterator[Any]:
     """modelport's services on ``workdir``'s registry, closed afterwards."""
-    from modelport.container import build_services
+    from modelport.wiring import build_services
 
     services = await build_services(registry_settings(workdir, **extra))
     try:
@@ -91,7 +91,7 @@ def demo_config(name: str) -> Any:
 def compiled_modules() -> tuple[int, int]:
     """How many of the request path's modules the server here runs compiled, of how many."""
     try:
-        from modelport import compiled
+        from modelport import compiled_modules
     except ImportError:  # a modelport without a compiled request path
         return 0, 0
-    return len(compiled.running()), len(compiled.MODULES)
+    return len(compiled_modules.running()), len(compiled_modules.MODULES)

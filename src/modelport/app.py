@@ -17,14 +17,14 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from modelport import __version__, compiled
+from modelport import __version__, compiled_modules
 from modelport.api.errors import error_response
 from modelport.api.front_door import FrontDoor
 from modelport.api.responses import send_answer
-from modelport.container import build_services
 from modelport.errors import Unavailable
 from modelport.observability.logging import configure_logging
 from modelport.settings import Settings
+from modelport.wiring import build_services
 
 log = structlog.get_logger("modelport.app")
 
@@ -64,9 +64,11 @@ class ModelportApp:
             if self._on_started is not None:
                 self._on_started()
             log.info(
-                "server_started", version=__version__, compiled_modules=len(compiled.running())
+                "server_started",
+                version=__version__,
+                compiled_modules=len(compiled_modules.running()),
             )
-            stale = compiled.stale()
+            stale = compiled_modules.stale()
             if stale:
                 log.warning(
                     "compiled_modules_stale",

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.errors import Conflict, ModelNotFound, VersionNotFound
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
-from modelport.routing.window import Window
+from modelport.routing.request_stats import RequestStats
 from modelport.services.releases import alias_removable, policy_targets, version_unused
 from modelport.stores.audit import Change
 from modelport.stores.registry import RegistryStore
@@ -465,7 +465,7 @@ async def test_only_the_holder_releases_a_lease(world: World) -> None:
 
 
 def window(requests: int, errors: int = 0, latency_ms: float = 10.0) -> VersionCounts:
-    w = Window()
+    w = RequestStats()
     for i in range(requests):
         w.record(i >= errors, latency_ms / 1000)
     return VersionCounts(w.requests, w.errors, list(w.latency))

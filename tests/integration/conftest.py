@@ -26,11 +26,11 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from modelport.container import build_services
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
 from modelport.serving.config import VersionConfig
 from modelport.settings import Settings
 from modelport.stores.registry import VersionRecord
+from modelport.wiring import build_services
 from required_services import service_missing
 
 from .onnx_models import (

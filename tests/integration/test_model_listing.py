@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from modelport.container import Services, build_services
 from modelport.routing.policy import RoutingPolicy, Split
+from modelport.wiring import Services, build_services
 
 from .conftest import BACKENDS, TENANT, registry_url, settings_for
 from .onnx_models import scale_model

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modelport.container import Services, build_services
 from modelport.errors import InvalidInput, ModelNotFound, VersionNotFound
 from modelport.serving.config import BatchingConfig, VersionConfig
+from modelport.wiring import Services, build_services
 
 from .conftest import BACKENDS, TENANT, registry_url, settings_for
 from .onnx_models import scale_model

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from modelport.container import build_services
 from modelport.errors import Conflict
+from modelport.wiring import build_services
 
 from .conftest import (
     BACKENDS,

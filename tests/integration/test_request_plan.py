@@ -1,5 +1,5 @@
-"""Plain requests take the fast request plan (``serving/plan.py``), and operators can see it:
-``modelport_request_plan_total{path="fast"|"general"}`` counts each request by how it was
+"""Plain requests take the fast request plan (``serving/request_plan.py``), and operators can
+see it: ``modelport_request_plan_total{path="fast"|"general"}`` counts each request by how it was
 decoded. A change that silently sends plain traffic the general way fails here."""
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ import httpx
 import numpy as np
 import pytest
 
-from modelport.container import build_services
 from modelport.demo.models import RANKER_FEATURES, build_ranker, ranker_config
 from modelport.errors import InvalidInput
 from modelport.serving.config import VersionConfig
 from modelport.settings import Settings
 from modelport.stores.artifacts import ArtifactStore, artifact_sha256
 from modelport.stores.registry import VersionRecord
+from modelport.wiring import build_services
 
 from .conftest import PYTHON, TENANT, Server, free_port, run_cli, running_server
 from .onnx_models import scale_model

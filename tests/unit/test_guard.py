@@ -14,14 +14,14 @@ from pydantic import ValidationError
 
 from modelport.routing import binomial
 from modelport.routing.guard import Action, RolloutPlan, evaluate
-from modelport.routing.window import BOUNDS, Window
+from modelport.routing.request_stats import BOUNDS, RequestStats
 
 MS = 0.001
 
 
-def window(requests: int, errors: int = 0, latency_ms: float = 10.0) -> Window:
+def window(requests: int, errors: int = 0, latency_ms: float = 10.0) -> RequestStats:
     """``requests`` requests at ``latency_ms`` each, the first ``errors`` of them failed."""
-    w = Window()
+    w = RequestStats()
     for i in range(requests):
         w.record(i >= errors, latency_ms * MS)
     return w
@@ -260,7 +260,7 @@ def test_at_100_percent_a_slow_candidate_is_judged_against_the_previous_steps_ba
     [window(50, errors=50), window(50, latency_ms=5000)],
     ids=["errors", "latency"],
 )
-def test_a_breach_before_min_requests_holds(candidate: Window) -> None:
+def test_a_breach_before_min_requests_holds(candidate: RequestStats) -> None:
     # A handful of requests is not evidence enough to throw a rollout away.
     verdict = evaluate(plan(), 0, 600.0, window(1000), candidate)
     assert verdict.action is Action.HOLD
@@ -303,7 +303,7 @@ def test_the_upper_bound_leaves_the_stated_chance_of_so_few(k: int, n: int) -> N
 
 
 def test_an_empty_window_has_no_latency_and_no_error_rate() -> None:
-    empty = Window()
+    empty = RequestStats()
     assert empty.quantile(0.99) == 0.0
     assert empty.error_rate == 0.0
 
@@ -313,7 +313,7 @@ def test_error_rate_counts_failed_requests() -> None:
 
 
 def test_quantiles_are_within_one_bucket_above_the_true_value() -> None:
-    w = Window()
+    w = RequestStats()
     for ms in range(1, 101):
         w.record(True, ms * MS)
     for q, true_ms in ((0.5, 50), (0.9, 90), (0.99, 99)):
@@ -355,16 +355,16 @@ def test_minus_is_never_negative() -> None:
 def test_a_window_survives_its_stored_form() -> None:
     original = window(100, errors=7, latency_ms=12)
     stored = json.loads(json.dumps(original.to_dict()))
-    assert Window.from_dict(stored) == original
+    assert RequestStats.from_dict(stored) == original
 
 
 def test_a_missing_stored_window_is_empty() -> None:
-    assert Window.from_dict(None) == Window()
-    assert Window.from_dict({}) == Window()
+    assert RequestStats.from_dict(None) == RequestStats()
+    assert RequestStats.from_dict({}) == RequestStats()
 
 
 def test_a_stored_window_with_fewer_buckets_is_padded() -> None:
-    restored = Window.from_dict({"requests": 2, "errors": 0, "latency": [1, 1]})
+    restored = RequestStats.from_dict({"requests": 2, "errors": 0, "latency": [1, 1]})
     assert len(restored.latency) == len(BOUNDS) + 1
     assert restored.quantile(0.99) == BOUNDS[1]
 
@@ -382,8 +382,8 @@ latencies = st.lists(
 )
 
 
-def _recorded(samples: list[tuple[bool, float]]) -> Window:
-    w = Window()
+def _recorded(samples: list[tuple[bool, float]]) -> RequestStats:
+    w = RequestStats()
     for ok, seconds in samples:
         w.record(ok, seconds)
     return w

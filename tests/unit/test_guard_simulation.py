@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelport.routing.guard import Action, RolloutPlan, Verdict, evaluate, next_reference
-from modelport.routing.window import Window
+from modelport.routing.request_stats import RequestStats
 
 SEEDS = range(20)
 #: Requests per second over both versions (the guard looks once a second).
@@ -30,21 +30,23 @@ def busy_host_latencies(rng: np.random.Generator, n: int, slowdown: float) -> np
     return samples
 
 
-def record(window: Window, seconds: np.ndarray) -> None:
+def record(window: RequestStats, seconds: np.ndarray) -> None:
     for value in seconds.tolist():
         window.record(True, value)
 
 
-Judge = Callable[[RolloutPlan, int, float, Window, Window, Window | None], Verdict]
+Judge = Callable[
+    [RolloutPlan, int, float, RequestStats, RequestStats, RequestStats | None], Verdict
+]
 
 
 def point_estimate(
     plan: RolloutPlan,
     step: int,
     elapsed_s: float,
-    baseline: Window,
-    candidate: Window,
-    reference: Window | None,
+    baseline: RequestStats,
+    candidate: RequestStats,
+    reference: RequestStats | None,
 ) -> Verdict:
     """The rule the guard used to apply: the step's p99 against the baseline's x ratio +
     slack, as soon as ``min_requests`` arrived, with no regard for how many samples that is."""
@@ -66,7 +68,7 @@ def simulate(
     plan = RolloutPlan()
     rng = np.random.default_rng(seed)
     step, elapsed = 0, 0.0
-    baseline, candidate, reference = Window(), Window(), None
+    baseline, candidate, reference = RequestStats(), RequestStats(), None
     advances: list[Verdict] = []
     for _ in range(LIMIT_S):
         arrived = int(rng.poisson(RATE))
@@ -81,7 +83,7 @@ def simulate(
             advances.append(verdict)
             reference = next_reference(baseline, reference)
             step, elapsed = step + 1, 0.0
-            baseline, candidate = Window(), Window()
+            baseline, candidate = RequestStats(), RequestStats()
     return None, advances
 
 

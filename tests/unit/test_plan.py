@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from modelport.errors import InvalidInput
 from modelport.serving.codec import decode_document
-from modelport.serving.plan import RequestPlan
+from modelport.serving.request_plan import RequestPlan
 from modelport.serving.signature import Signature, TensorSpec, validate_inputs
 
 RANKER = Signature(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 from fastapi import Request
 
 if TYPE_CHECKING:
-    from modelport.container import Services
+    from modelport.wiring import Services
 
 
 def services(request: Request) -> Services:

@@ -27,8 +27,8 @@ from modelport.api.gate import Gate
 from modelport.api.request_head import RequestHead, read_head
 from modelport.api.responses import CLOSE, common_headers, log_access, send_answer
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
-from modelport.container import Services
 from modelport.settings import Settings
+from modelport.wiring import Services
 
 log = structlog.get_logger("modelport.http")
 

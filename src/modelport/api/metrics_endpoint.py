@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Response
 
 from modelport.api.access import AdminDep
 from modelport.api.deps import services
-from modelport.container import Services
 from modelport.observability.metrics import CONTENT_TYPE
+from modelport.wiring import Services
 
 router = APIRouter(tags=["operations"])
 

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from modelport.api.access import ReadTenant, WriteBulkTenant, Writer
 from modelport.api.deps import services
 from modelport.api.responses import JsonResponse
-from modelport.container import Services
 from modelport.services.features import MAX_KEY_CHARS, MAX_KEYS, MAX_PUSH_ROWS, MAX_REFS
 from modelport.stores.features import MAX_FEATURES, MAX_STRING_CHARS, MAX_TTL_S
 from modelport.stores.online import FeatureSpec, FeatureView
+from modelport.wiring import Services
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
 ServicesDep = Annotated[Services, Depends(services)]

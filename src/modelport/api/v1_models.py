@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.api.access import BulkWriter, ReadTenant, Writer
 from modelport.api.deps import services
-from modelport.container import Services
 from modelport.routing.guard import RolloutPlan
 from modelport.routing.policy import RoutingPolicy, ShadowSpec, Split
 from modelport.services.releases import ModelOverview, VersionOverview
 from modelport.stores.audit import AuditRecord
 from modelport.stores.rollouts import RolloutRecord
+from modelport.wiring import Services
 
 router = APIRouter(prefix="/v1/models", tags=["releases"])
 ServicesDep = Annotated[Services, Depends(services)]

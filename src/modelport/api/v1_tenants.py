@@ -11,11 +11,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from modelport.api.access import AdminDep, TenantAdminDep
 from modelport.api.deps import services
-from modelport.container import Services
 from modelport.errors import NotFound
 from modelport.services.quotas import MAX_RATE_RPS
 from modelport.services.tenancy import SCOPES, Principal
 from modelport.stores.tenancy import KeyRecord, TenantRecord
+from modelport.wiring import Services
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
 ServicesDep = Annotated[Services, Depends(services)]

@@ -15,8 +15,8 @@ from modelport import __version__
 from modelport.api.access import Public, ReadTenant, WriteTenant
 from modelport.api.deps import services
 from modelport.api.responses import JsonResponse
-from modelport.container import Services
 from modelport.services.repository import ServedMetadata
+from modelport.wiring import Services
 
 router = APIRouter(prefix="/v2", tags=["inference"])
 

@@ -21,10 +21,10 @@ from rich.console import Console
 from modelport.cli.config import CliConfig, save_config
 from modelport.cli.models import run_with_services
 from modelport.cli.serve import run_server
-from modelport.container import Services
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
 from modelport.errors import Unauthenticated
 from modelport.settings import Settings
+from modelport.wiring import Services
 
 console = Console()
 TENANT = "demo"

@@ -16,12 +16,12 @@ from rich.table import Table
 
 from modelport.cli.config import load_config, resolve_tenant
 from modelport.cli.server_api import ServerUnreachable, wait_serving
-from modelport.container import Services, build_services
 from modelport.errors import ModelportError
 from modelport.routing.policy import PRODUCTION
 from modelport.serving.config import VersionConfig
 from modelport.settings import Settings
 from modelport.stores.registry import VersionRecord
+from modelport.wiring import Services, build_services
 
 app = typer.Typer(help="Register and inspect model versions.", no_args_is_help=True)
 console = Console()

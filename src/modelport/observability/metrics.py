@@ -215,7 +215,7 @@ class VersionMetrics:
         self._latency.observe(seconds)
 
     def fast_plan(self) -> None:
-        """A request the version's request plan decoded (``serving.plan``)."""
+        """A request the version's request plan decoded (``serving.request_plan``)."""
         self._plan_fast.inc()
 
     def general_path(self) -> None:

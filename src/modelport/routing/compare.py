@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.routing.window import Window
+from modelport.routing.request_stats import RequestStats
 
 #: Paired scores kept for the rank correlation (the most recent ones).
 RANK_PAIRS = 2048
@@ -70,8 +70,8 @@ class ShadowTally:
     within_tolerance: int = 0
     max_abs_diff: float = 0.0
     dropped: int = 0
-    shadow: Window = field(default_factory=Window)
-    primary: Window = field(default_factory=Window)
+    shadow: RequestStats = field(default_factory=RequestStats)
+    primary: RequestStats = field(default_factory=RequestStats)
     pairs: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=RANK_PAIRS))
 
     def compare(

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelport.routing.binomial import sf, upper_bound
-from modelport.routing.window import BOUNDS, Window
+from modelport.routing.request_stats import BOUNDS, RequestStats
 
 
 class RolloutPlan(BaseModel):
@@ -118,9 +118,9 @@ def evaluate(
     plan: RolloutPlan,
     step: int,
     elapsed_s: float,
-    baseline: Window,
-    candidate: Window,
-    reference: Window | None = None,
+    baseline: RequestStats,
+    candidate: RequestStats,
+    reference: RequestStats | None = None,
 ) -> Verdict:
     """What to do with a rollout at ``step`` given both versions' windows for this step.
 
@@ -128,7 +128,7 @@ def evaluate(
     requests; it stands in for ``baseline`` when this step's is too thin to judge against."""
     percent = plan.steps[step]
     name = f"step {step + 1} ({percent:g} %)"
-    yardstick: Window | None = baseline
+    yardstick: RequestStats | None = baseline
     if baseline.requests < MIN_BASELINE_REQUESTS:
         yardstick = reference if reference is not None else None
     figures: dict[str, Any] = {
@@ -193,7 +193,7 @@ def evaluate(
     return Verdict(Action.ADVANCE, f"{name} stayed within bounds: {summary}", figures)
 
 
-def _errors(plan: RolloutPlan, baseline: Window, candidate: Window) -> _Test:
+def _errors(plan: RolloutPlan, baseline: RequestStats, candidate: RequestStats) -> _Test:
     allowed = min(1.0, baseline.error_rate + plan.max_error_rate_increase)
     p_value = sf(candidate.errors, candidate.requests, allowed)
     figures = {"error_p_value": _p(p_value)}
@@ -212,7 +212,7 @@ def _errors(plan: RolloutPlan, baseline: Window, candidate: Window) -> _Test:
     return _Test(False, True, text, figures)
 
 
-def _latency(plan: RolloutPlan, baseline: Window, candidate: Window) -> _Test:
+def _latency(plan: RolloutPlan, baseline: RequestStats, candidate: RequestStats) -> _Test:
     base_p99 = baseline.quantile(QUANTILE)
     cand_p99 = candidate.quantile(QUANTILE)
     bound = base_p99 * plan.max_p99_ratio + plan.p99_slack_ms / 1000
@@ -254,7 +254,7 @@ def _latency(plan: RolloutPlan, baseline: Window, candidate: Window) -> _Test:
     return _Test(False, sure, text + ")", figures)
 
 
-def _above(window: Window, seconds: float) -> int:
+def _above(window: RequestStats, seconds: float) -> int:
     """Requests certainly slower than ``seconds``: those in buckets wholly above it (a request
     whose bucket straddles the line counts as within, in the candidate's favour)."""
     first = bisect.bisect_left(BOUNDS, seconds) + 1
@@ -272,7 +272,7 @@ def _p(value: float) -> float:
     return float(f"{value:.2g}")
 
 
-def next_reference(baseline: Window, reference: Window | None) -> Window | None:
+def next_reference(baseline: RequestStats, reference: RequestStats | None) -> RequestStats | None:
     """The yardstick a step hands to the next one when it advances: its own baseline if that
     served enough requests to have a p99, else the one it was handed."""
     if baseline.requests >= MIN_BASELINE_REQUESTS or reference is None:

@@ -3,7 +3,7 @@
 Every change is checked before it is written: a version an alias or a policy will send traffic
 to must first load (checksum, runtime, warmup) in this process; a failed load leaves the state as
 it was and is recorded in the audit log with its error. Written changes reach every replica
-through :class:`~modelport.services.release_sync.ReleaseSync`.
+through :class:`~modelport.services.release_follower.ReleaseFollower`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from modelport.errors import Conflict, InvalidInput, ModelNotFound, NotFound
 from modelport.routing import release_rules
 from modelport.routing.guard import RolloutPlan, Verdict
 from modelport.routing.policy import PRODUCTION, RoutingPolicy
-from modelport.routing.window import Window
-from modelport.services.release_sync import ReleaseSync
+from modelport.routing.request_stats import RequestStats
+from modelport.services.release_follower import ReleaseFollower
 from modelport.serving.pool import ModelPool, VersionState
 from modelport.stores.audit import AuditRecord, Change
 from modelport.stores.registry import ModelRecord, RegistryStore, VersionRecord
@@ -152,7 +152,7 @@ class ReleaseService:
         store: ReleaseStore,
         registry: RegistryStore,
         pool: ModelPool,
-        sync: ReleaseSync | None = None,
+        sync: ReleaseFollower | None = None,
         *,
         settle_timeout_s: float = 30.0,
     ) -> None:
@@ -413,7 +413,7 @@ class ReleaseService:
         rollout: RolloutRecord,
         actor: str,
         verdict: Verdict,
-        reference: Window | None = None,
+        reference: RequestStats | None = None,
     ) -> RolloutRecord:
         snapshot = await self._snapshot(rollout)
         if reference is not None:

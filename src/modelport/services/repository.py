@@ -8,7 +8,7 @@ import structlog
 
 from modelport.errors import ArtifactError, ModelNotFound
 from modelport.services.registry import RegistryService
-from modelport.services.release_sync import ReleaseSync
+from modelport.services.release_follower import ReleaseFollower
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.stores.registry import RegistryStore, VersionRecord
 
@@ -39,7 +39,7 @@ class RepositoryService:
         store: RegistryStore,
         registry: RegistryService,
         pool: ModelPool,
-        sync: ReleaseSync | None = None,
+        sync: ReleaseFollower | None = None,
     ) -> None:
         self._store = store
         self._registry = registry

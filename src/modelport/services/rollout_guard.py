@@ -18,7 +18,7 @@ import structlog
 from modelport.errors import Conflict
 from modelport.observability.metrics import Metrics
 from modelport.routing.guard import Action, RolloutPlan, evaluate, next_reference
-from modelport.routing.window import Window
+from modelport.routing.request_stats import RequestStats
 from modelport.services.releases import REFERENCE, ReleaseService
 from modelport.serving.pool import ModelPool
 from modelport.stores.releases import ReleaseStore
@@ -116,13 +116,13 @@ class RolloutGuard:
         summed = await self._store.stats.summed(
             rollout.tenant, rollout.model, [rollout.baseline, rollout.candidate]
         )
-        now = {v: Window.from_dict(c.to_dict()) for v, c in summed.items()}
+        now = {v: RequestStats.from_dict(c.to_dict()) for v, c in summed.items()}
         then = {
-            v: Window.from_dict(rollout.snapshot.get(v))
+            v: RequestStats.from_dict(rollout.snapshot.get(v))
             for v in (rollout.baseline, rollout.candidate)
         }
         raw_reference = rollout.snapshot.get(REFERENCE)
-        reference = None if raw_reference is None else Window.from_dict(raw_reference)
+        reference = None if raw_reference is None else RequestStats.from_dict(raw_reference)
         baseline = now[rollout.baseline].minus(then[rollout.baseline])
         candidate = now[rollout.candidate].minus(then[rollout.candidate])
         elapsed = (dt.datetime.now(dt.UTC) - rollout.step_started_at).total_seconds()

@@ -26,12 +26,12 @@ from pydantic import ValidationError
 
 from modelport.errors import ArtifactError, ComputeTimeout, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
-from modelport.routing.window import Window
+from modelport.routing.request_stats import RequestStats
 from modelport.serving.batcher import Batcher
 from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import FeaturesConfig, RuntimeConfig, VersionConfig
 from modelport.serving.features import FeatureJoin, FeatureJoinRuntime, request_signature
-from modelport.serving.plan import RequestPlan
+from modelport.serving.request_plan import RequestPlan
 from modelport.serving.runtimes import Runtime, load_runtime
 from modelport.serving.signature import Signature
 from modelport.serving.warmup import warmup_requests
@@ -80,8 +80,8 @@ class LoadedVersion:
     """Requests routed here and not yet answered; an unload waits for them."""
     plan: RequestPlan | None = None
     """How this version's common requests are decoded straight into batcher arrays; None
-    when every request takes the general path (see ``serving.plan``)."""
-    window: Window = field(default_factory=Window)
+    when every request takes the general path (see ``serving.request_plan``)."""
+    window: RequestStats = field(default_factory=RequestStats)
     """Cumulative requests, errors and latency of this version in this process (the rollout
     guard sums these over replicas); shared by every load of the same version."""
     record: VersionRecord | None = None
@@ -117,7 +117,7 @@ class ModelPool:
         # Keyed by (tenant, model): two tenants' models of the same name never meet.
         self._versions: dict[tuple[str, str], dict[str, LoadedVersion]] = {}
         self._serving: dict[tuple[str, str], LoadedVersion] = {}
-        self._windows: dict[tuple[str, str, str], Window] = {}
+        self._windows: dict[tuple[str, str, str], RequestStats] = {}
         self._load_errors: dict[tuple[str, str, str], str] = {}
 
     def get(self, tenant: str, model: str, version: str) -> LoadedVersion | None:
@@ -132,7 +132,7 @@ class ModelPool:
         loaded fine); kept after the failed entry is unloaded."""
         return self._load_errors.get((tenant, model, version))
 
-    def windows(self) -> list[tuple[str, str, str, Window]]:
+    def windows(self) -> list[tuple[str, str, str, RequestStats]]:
         """Every version's cumulative window in this process (loaded now or before)."""
         return [(t, m, v, w) for (t, m, v), w in self._windows.items()]
 
@@ -164,7 +164,9 @@ class ModelPool:
             # Pushed by a newer modelport (a field this one does not know) or edited by hand:
             # this version fails to load; the server and every other version carry on.
             config, unreadable = VersionConfig(), _unreadable_config(exc)
-        window = self._windows.setdefault((record.tenant, record.model, record.version), Window())
+        window = self._windows.setdefault(
+            (record.tenant, record.model, record.version), RequestStats()
+        )
         entry = LoadedVersion(
             tenant=record.tenant,
             model=record.model,

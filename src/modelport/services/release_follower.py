@@ -49,7 +49,7 @@ class ModelSyncStatus:
     error: str | None = None
 
 
-class ReleaseSync:
+class ReleaseFollower:
     def __init__(
         self,
         store: ReleaseStore,

@@ -19,7 +19,7 @@ def bucket_index(seconds: float) -> int:
 
 
 @dataclass(slots=True)
-class Window:
+class RequestStats:
     requests: int = 0
     errors: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
@@ -47,16 +47,16 @@ class Window:
                 return BOUNDS[index] if index < len(BOUNDS) else BOUNDS[-1]
         return BOUNDS[-1]
 
-    def add(self, other: Window) -> Window:
-        return Window(
+    def add(self, other: RequestStats) -> RequestStats:
+        return RequestStats(
             self.requests + other.requests,
             self.errors + other.errors,
             [a + b for a, b in zip(self.latency, other.latency, strict=True)],
         )
 
-    def minus(self, earlier: Window) -> Window:
+    def minus(self, earlier: RequestStats) -> RequestStats:
         """What happened since ``earlier`` (never negative)."""
-        return Window(
+        return RequestStats(
             max(0, self.requests - earlier.requests),
             max(0, self.errors - earlier.errors),
             [max(0, a - b) for a, b in zip(self.latency, earlier.latency, strict=True)],
@@ -66,13 +66,13 @@ class Window:
         return {"requests": self.requests, "errors": self.errors, "latency": list(self.latency)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> Window:
+    def from_dict(cls, raw: dict[str, Any] | None) -> RequestStats:
         if not raw:
             return cls()
         return cls(int(raw["requests"]), int(raw["errors"]), _sized(raw["latency"]))
 
-    def copy(self) -> Window:
-        return Window(self.requests, self.errors, list(self.latency))
+    def copy(self) -> RequestStats:
+        return RequestStats(self.requests, self.errors, list(self.latency))
 
 
 def _sized(values: Sequence[int]) -> list[int]:

@@ -33,7 +33,7 @@ MODULES = (
     "modelport.observability.metrics",
     "modelport.routing.policy",
     "modelport.routing.table",
-    "modelport.routing.window",
+    "modelport.routing.request_stats",
     "modelport.services.inference",
     "modelport.services.quotas",
     "modelport.services.tenancy",
@@ -41,7 +41,7 @@ MODULES = (
     "modelport.serving.batching",
     "modelport.serving.codec",
     "modelport.serving.compute",
-    "modelport.serving.plan",
+    "modelport.serving.request_plan",
     "modelport.serving.pool",
 )
 

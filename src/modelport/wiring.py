@@ -15,7 +15,7 @@ from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
-from modelport.services.release_sync import ReleaseSync
+from modelport.services.release_follower import ReleaseFollower
 from modelport.services.releases import ReleaseService
 from modelport.services.repository import RepositoryService
 from modelport.services.rollout_guard import RolloutGuard
@@ -58,7 +58,7 @@ class Services:
     _pool: ModelPool
     _cache: ResponseCache
     _online_store: OnlineStore
-    sync: ReleaseSync | None = None
+    sync: ReleaseFollower | None = None
     """Follows the release state (servers only)."""
     guard: RolloutGuard | None = None
     """Publishes statistics and judges rollouts (servers only)."""
@@ -149,7 +149,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
     routes = RouteTable()
     shadow = ShadowRunner(pool, metrics, max_inflight=settings.shadow_max_inflight)
     sync = (
-        ReleaseSync(
+        ReleaseFollower(
             release_store,
             store,
             pool,
