@@ -102,6 +102,7 @@ def _prepare(server: Server) -> None:
             ("ranked", "default", 1.0, False),
             ("strict", "reject", 0.0, False),
             ("cached", "default", 0.0, True),
+            ("cached_strict", "reject", 1.0, True),
         ):
             config = ranker_config().model_copy(
                 update={
@@ -167,6 +168,8 @@ def test_the_answer_can_carry_the_feature_values_used(server: Server) -> None:
             "/v2/models/ranked/infer",
             json=body(["alice", "nobody"], ["book", "book"], return_features=True),
         )
+    # The model's output and the joined tensor; the missing-value counts are no output.
+    assert list(outputs(response)) == ["score", "features:input"]
     used = outputs(response)["features:input"]
     assert used["shape"] == [2, 2 * PER_VIEW]
     rows = np.asarray(used["data"], dtype=np.float32).reshape(2, -1)
@@ -187,6 +190,25 @@ def test_on_missing_reject_refuses_rows_without_values(server: Server) -> None:
     assert "row(s) [1]" in refused.json()["error"]
 
 
+def test_on_missing_reject_refuses_alike_when_answers_are_cached(server: Server) -> None:
+    request = body(["bob", "nobody"], ["lamp", "lamp"])
+    with server.client() as http:
+        ok = http.post("/v2/models/cached_strict/infer", json=body(["bob"], ["lamp"]))
+        refused = [http.post("/v2/models/cached_strict/infer", json=request) for _ in range(2)]
+    assert ok.status_code == 200, ok.text
+    assert list(outputs(ok)) == ["score"]
+    for answer in refused:  # the second is refused too, not answered from the cache
+        assert answer.status_code == 400
+        assert "on_missing: reject" in answer.json()["error"]
+        assert "row(s) [1]" in answer.json()["error"]
+    sampled = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if '"feature_sample"' in line and "'cached_strict'" in line
+    ]
+    assert {"user": "bob", "item": "lamp"} in [line["entities"] for line in sampled]
+
+
 def test_the_view_versions_are_recorded_with_the_model_version(server: Server) -> None:
     with server.client() as http:
         detail = http.get("/v1/models/ranked/versions/1").json()
@@ -201,6 +223,7 @@ def test_served_feature_vectors_are_sampled_into_the_log(server: Server) -> None
         for line in server.log_path.read_text().splitlines()
         if '"feature_sample"' in line
     ]
+    lines = [line for line in lines if "'ranked'" in line["model"]]
     assert lines, "no feature_sample log line"
     sample = lines[-1]
     assert sample["entities"] == {"user": "alice", "item": "lamp"}

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelport.errors import InferenceFailed
-from modelport.serving.batcher import Pending, batch_key, merge, split, take_batch
+from modelport.serving.batcher import Joined, Pending, batch_key, merge, split, take_batch
 
 
 def pending(rows: int, key: Hashable = "a", value: float = 0.0) -> Pending:
@@ -84,6 +84,18 @@ def test_split_gives_each_request_its_rows() -> None:
     assert [p["y"].shape[0] for p in parts] == [1, 3, 2]
     np.testing.assert_array_equal(parts[1]["y"], [[2, 3], [4, 5], [6, 7]])
     np.testing.assert_array_equal(parts[2]["z"], [4, 5])
+
+
+def test_split_gives_each_request_its_rows_of_a_joined_answer_and_of_its_missing_counts() -> None:
+    items = [pending(1), pending(3), pending(2)]
+    answer = Joined({"y": np.arange(6)}, np.array([0, 1, 0, 2, 0, 3], dtype=np.int32))
+    parts = split(answer, items)
+    assert all(isinstance(p, Joined) for p in parts)
+    joined = cast(list[Joined], parts)
+    assert [p.missing.tolist() for p in joined] == [[0], [1, 0, 2], [0, 3]]
+    assert [p.outputs["y"].tolist() for p in joined] == [[0], [1, 2, 3], [4, 5]]
+    assert all(set(p.outputs) == {"y"} for p in joined)
+    assert split(answer, [pending(6)])[0] is answer  # one request: the answer as it is
 
 
 @pytest.mark.parametrize(

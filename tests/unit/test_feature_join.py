@@ -7,14 +7,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.serving.config import FeatureInput, FeaturesConfig
+from modelport.serving.batcher import Batcher, Joined
+from modelport.serving.compute import ComputeThreads
+from modelport.serving.config import BatchingConfig, FeatureInput, FeaturesConfig
 from modelport.serving.features import (
     FeatureJoin,
+    FeatureJoinRuntime,
     check_views,
     referenced_views,
     request_signature,
@@ -162,3 +166,64 @@ async def test_a_batch_gets_its_tensor_in_the_configured_order(store: MemoryOnli
     on_loop, missing_on_loop = await join.fetch(arrays_for(users))
     np.testing.assert_array_equal(on_loop["input"], WANT)
     assert missing_on_loop.tolist() == missing.tolist()
+
+
+class Scorer:
+    """A tiny model for ``MODEL``: the score is the sum of a row's inputs."""
+
+    signature = MODEL
+
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        total = inputs["input"].sum(axis=1) + inputs["context"].sum(axis=1)
+        return {"score": total.reshape(-1, 1)}
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_joined_batch_hands_each_request_its_missing_counts_beside_real_outputs(
+    store: MemoryOnlineStore, threads: ComputeThreads
+) -> None:
+    runtime = FeatureJoinRuntime(
+        Scorer(), FeatureJoin(config(), VIEWS, store), request_signature(MODEL, config()), "r:1"
+    )
+    batcher = Batcher(
+        runtime.answer,
+        BatchingConfig(max_batch_size=8, max_queue_delay_ms=1000, flush_when_idle=True),
+        threads,
+        label="r:1",
+    )
+    batcher.start()
+    try:
+        first = batcher.enqueue(arrays_for([b"u1", b"u2"]), 2)
+        second = batcher.enqueue(arrays_for([b"u9", b"u3"]), 2)
+        answers = [await first, await second]
+    finally:
+        await batcher.close(drain_timeout=5)
+    assert all(isinstance(a, Joined) for a in answers)
+    joined = cast(list[Joined], answers)
+    assert [a.missing.tolist() for a in joined] == [[0, 1], [2, 2]]
+    for answer, want in zip(joined, (WANT[:2], WANT[2:]), strict=True):
+        # Only the model's outputs and the joined tensor: no counts posing as a tensor.
+        assert set(answer.outputs) == {"score", "features:input"}
+        np.testing.assert_array_equal(answer.outputs["features:input"], want)
+        np.testing.assert_array_equal(answer.outputs["score"][:, 0], want.sum(axis=1))
+
+
+async def test_a_prefetched_request_is_answered_with_outputs_alone(
+    store: MemoryOnlineStore,
+) -> None:
+    runtime = FeatureJoinRuntime(
+        Scorer(), FeatureJoin(config(), VIEWS, store), request_signature(MODEL, config()), "r:1"
+    )
+    model_inputs, missing, identity = await runtime.prefetch(arrays_for([b"u1", b"u9"]))
+    assert set(model_inputs) == {"context", "input"}
+    assert missing.tolist() == [0, 2]
+    assert identity.endswith(missing.tobytes())
+    answer = await asyncio.to_thread(runtime.answer, model_inputs)
+    assert not isinstance(answer, Joined)
+    assert set(answer) == {"score", "features:input"}
+    np.testing.assert_array_equal(answer["features:input"], WANT[[0, 2]])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import structlog
@@ -26,10 +26,11 @@ from modelport.errors import (
 )
 from modelport.routing.policy import Route
 from modelport.routing.table import RouteTable
+from modelport.serving.batching import Answer, Joined
 from modelport.serving.cache_key import cache_key
 from modelport.serving.codec import InferRequest, decode_document
 from modelport.serving.config import FeaturesConfig
-from modelport.serving.features import FEATURE_OUTPUT_PREFIX, MISSING_OUTPUT, FeatureJoinRuntime
+from modelport.serving.features import FEATURE_OUTPUT_PREFIX, FeatureJoinRuntime
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 from modelport.serving.request_size import request_size_limit
 from modelport.serving.signature import validate_inputs
@@ -231,8 +232,8 @@ class InferenceService:
                 raise ModelNotReady(f"{entry.label} is not loaded")
             runtime.check(arrays)
             outputs = await batcher.enqueue(arrays, rows, batcher.now() + self._default_timeout_s)
-            if entry.config.features is not None:
-                _refuse_missing(entry, entry.config.features, outputs)
+            if isinstance(outputs, Joined):
+                outputs = _joined_outputs(entry, outputs)
         except ModelportError as exc:
             _count_failure(entry, exc, started)
             raise
@@ -349,17 +350,21 @@ class InferenceService:
             runtime.check(arrays)
             deadline = batcher.now() + self._timeout(request)
             cached: str | None = None
+            outputs: Answer
             if self._cache is not None and entry.config.cache.enabled:
                 submit, extra = arrays, b""
                 if isinstance(runtime, FeatureJoinRuntime):
-                    submit, extra = await runtime.prefetch(arrays)
+                    submit, missing, extra = await runtime.prefetch(arrays)
+                    _refuse_missing(entry, missing)
                 outputs, cached = await self._cached(
                     self._cache, entry, batcher, arrays, rows, deadline, extra, submit
                 )
             else:
                 outputs = await batcher.enqueue(arrays, rows, deadline)
+            if isinstance(outputs, Joined):
+                outputs = _joined_outputs(entry, outputs)
             if entry.config.features is not None:
-                wanted = _with_features(entry, entry.config.features, request, outputs, wanted)
+                wanted = _with_features(entry.config.features, request, wanted)
         except ModelportError as exc:
             _count_failure(entry, exc, started)
             raise
@@ -388,8 +393,8 @@ class InferenceService:
         deadline: float,
         extra: bytes = b"",
         submit: dict[str, np.ndarray] | None = None,
-    ) -> tuple[dict[str, np.ndarray], str | None]:
-        """The outputs through the response cache, and ``hit`` or ``miss``.
+    ) -> tuple[Answer, str | None]:
+        """The answer through the response cache, and ``hit`` or ``miss``.
 
         ``extra``: whatever else the answer depends on, hashed into the key with the inputs
         (the feature values joined into the request; ``submit`` then holds the model inputs
@@ -402,6 +407,13 @@ class InferenceService:
             return await batcher.submit(submit, rows, deadline), None
         config = entry.config.cache
         key = cache_key(entry.tenant, entry.model, entry.identity, arrays, extra)
+        # What is cached is outputs alone: a batch answers with a ``Joined`` only when it
+        # joins entity keys itself, and these inputs hold none (a feature-joined version's
+        # were joined by ``prefetch``, its counts already checked).
+        compute = cast(
+            "Callable[[], Awaitable[dict[str, np.ndarray]]]",
+            partial(batcher.submit, submit, rows, deadline),
+        )
         outputs, status = await cache.get_or_compute(
             entry.tenant,
             entry.model,
@@ -409,7 +421,7 @@ class InferenceService:
             key,
             config.ttl_s,
             config.shared,
-            partial(batcher.submit, submit, rows, deadline),
+            compute,
         )
         return outputs, "miss" if status == "miss" else "hit"
 
@@ -460,30 +472,28 @@ def _wanted(entry: LoadedVersion, request: InferRequest) -> list[tuple[str, bool
 
 
 def _with_features(
-    entry: LoadedVersion,
-    features: FeaturesConfig,
-    request: InferRequest,
-    outputs: dict[str, np.ndarray],
-    wanted: list[tuple[str, bool]],
+    features: FeaturesConfig, request: InferRequest, wanted: list[tuple[str, bool]]
 ) -> list[tuple[str, bool]]:
-    """Refuse a request whose rows lacked feature values (``on_missing: reject``); add the
-    joined feature tensors to the answer when the request asks (``return_features``)."""
-    _refuse_missing(entry, features, outputs)
+    """Add the joined feature tensors to the answer when the request asks
+    (``return_features``)."""
     if request.parameters.get("return_features") is True:
         wanted = wanted + [
-            (name, request.binary_output)
-            for name in outputs
-            if name.startswith(FEATURE_OUTPUT_PREFIX) and name != MISSING_OUTPUT
+            (FEATURE_OUTPUT_PREFIX + name, request.binary_output) for name in features.inputs
         ]
     return wanted
 
 
-def _refuse_missing(
-    entry: LoadedVersion, features: FeaturesConfig, outputs: dict[str, np.ndarray]
-) -> None:
+def _joined_outputs(entry: LoadedVersion, answer: Joined) -> dict[str, np.ndarray]:
+    """The outputs of a request whose features were joined in its batch, once its rows'
+    missing-value counts pass ``on_missing``."""
+    _refuse_missing(entry, answer.missing)
+    return answer.outputs
+
+
+def _refuse_missing(entry: LoadedVersion, missing: np.ndarray) -> None:
     """With ``on_missing: reject``, refuse a request whose rows lacked feature values."""
-    missing = outputs.get(MISSING_OUTPUT)
-    if features.on_missing == "reject" and missing is not None and missing.any():
+    features = entry.config.features
+    if features is not None and features.on_missing == "reject" and missing.any():
         rows = [int(r) for r in np.flatnonzero(missing)[:10]]
         raise InvalidInput(
             f"{entry.label} needs every feature value (on_missing: reject); row(s) {rows} "

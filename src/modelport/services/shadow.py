@@ -19,6 +19,7 @@ import structlog
 from modelport.observability.metrics import Metrics
 from modelport.routing.compare import ShadowTally
 from modelport.routing.policy import Route
+from modelport.serving.batching import Joined
 from modelport.serving.pool import LoadedVersion, ModelPool, VersionState
 
 log = structlog.get_logger("modelport.shadow")
@@ -108,7 +109,8 @@ class ShadowRunner:
             log.debug("shadow_failed", model=shadow.model, version=shadow.version, error=str(exc))
         else:
             tally.shadow.record(True, time.perf_counter() - started)
-            tally.compare(expected, got, tolerance)
+            outputs = got.outputs if isinstance(got, Joined) else got
+            tally.compare(expected, outputs, tolerance)
             self._count(shadow, "ok")
         finally:
             self._inflight -= 1

@@ -40,7 +40,9 @@ from modelport.errors import (
     QueueFull,
 )
 from modelport.serving.batching import (
+    Answer,
     Arrays,
+    Joined,
     Pending,
     batch_key,
     merge,
@@ -51,9 +53,11 @@ from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import BatchingConfig
 
 __all__ = [
+    "Answer",
     "Arrays",
     "BatchObserver",
     "Batcher",
+    "Joined",
     "NullObserver",
     "OnHang",
     "Pending",
@@ -64,7 +68,7 @@ __all__ = [
     "take_batch",
 ]
 
-Predict = Callable[[Arrays], Arrays]
+Predict = Callable[[Arrays], Answer]
 OnHang = Callable[[ComputeTimeout], None]
 
 log = structlog.get_logger("modelport.batcher")
@@ -132,7 +136,7 @@ class Batcher:
         self._max_batch = config.max_batch_size if stacked else 0
         self._stacked = stacked
         self._compute_timeout = compute_timeout_s
-        self._computing: dict[asyncio.Future[Arrays], tuple[float, int]] = {}
+        self._computing: dict[asyncio.Future[Answer], tuple[float, int]] = {}
         """Runtime calls in progress: their deadline and rows."""
         self._watchdog: asyncio.TimerHandle | None = None
         self._on_hang = on_hang
@@ -204,14 +208,15 @@ class Batcher:
         if self._full is not None and not self._full.done():
             self._full.set_result(False)
 
-    async def submit(self, inputs: Arrays, rows: int, deadline: float = float("inf")) -> Arrays:
-        """Queue one request's rows and wait for its slice of the batch outputs."""
+    async def submit(self, inputs: Arrays, rows: int, deadline: float = float("inf")) -> Answer:
+        """Queue one request's rows and wait for its slice of the batch's answer."""
         return await self.enqueue(inputs, rows, deadline)
 
     def enqueue(
         self, inputs: Arrays, rows: int, deadline: float = float("inf")
-    ) -> asyncio.Future[Arrays]:
-        """Queue one request's rows; the returned future gets its slice of the batch outputs.
+    ) -> asyncio.Future[Answer]:
+        """Queue one request's rows; the returned future gets its slice of the batch's answer
+        (the outputs, or a ``Joined`` for a version that joins features in the batch).
 
         The request path awaits the future itself (one coroutine frame fewer per request than
         ``submit``); cancelling the future withdraws the request if its batch has not formed."""
@@ -226,7 +231,7 @@ class Batcher:
         if state.rows + rows > self._config.max_queue_size:
             raise QueueFull(self._label, self._config.max_queue_size, 1.0)
         loop = self._loop
-        future: asyncio.Future[Arrays] = loop.create_future()
+        future: asyncio.Future[Answer] = loop.create_future()
         state.pending.append(
             Pending(inputs, rows, batch_key(inputs), future, loop.time(), deadline)
         )

@@ -18,11 +18,28 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclass(slots=True)
+class Joined:
+    """The answer of a batch whose feature join ran in the batch: the model's outputs (with
+    the joined feature tensors) and, per row, how many feature values were missing or expired.
+
+    The counts are not an output of the model, so they travel beside the outputs rather than
+    among them; ``split`` cuts both per request. Batches of models without features answer
+    with their outputs alone, as plain ``Arrays``."""
+
+    outputs: Arrays
+    missing: np.ndarray
+
+
+Answer = Arrays | Joined
+"""What a batch (and so each request's share of it) answers with."""
+
+
+@dataclass(slots=True)
 class Pending:
     inputs: Arrays
     rows: int
     key: Hashable
-    future: asyncio.Future[Arrays]
+    future: asyncio.Future[Answer]
     enqueued: float
     deadline: float = float("inf")
 
@@ -79,9 +96,29 @@ def merge(items: Sequence[Pending]) -> Arrays:
     return {name: np.concatenate([it.inputs[name] for it in items]) for name in names}
 
 
-def split(outputs: Arrays, items: Sequence[Pending], stacked: bool = True) -> list[Arrays]:
-    """Each request's rows of the batch outputs. Unstacked (a model without a batch
-    dimension) batches hold one request, which gets the outputs as they are."""
+def split(answer: Answer, items: Sequence[Pending], stacked: bool = True) -> Sequence[Answer]:
+    """Each request's rows of the batch's answer. Unstacked (a model without a batch
+    dimension) batches hold one request, which gets the answer as it is."""
+    if isinstance(answer, Joined):
+        return _split_joined(answer, items, stacked)
+    return _split_outputs(answer, items, stacked)
+
+
+def _split_joined(answer: Joined, items: Sequence[Pending], stacked: bool) -> list[Joined]:
+    outputs = _split_outputs(answer.outputs, items, stacked)
+    if len(outputs) == 1:
+        return [answer]
+    missing = answer.missing
+    parts: list[Joined] = []
+    start = 0
+    for it, part in zip(items, outputs, strict=True):
+        stop = start + it.rows
+        parts.append(Joined(part, missing[start:stop]))
+        start = stop
+    return parts
+
+
+def _split_outputs(outputs: Arrays, items: Sequence[Pending], stacked: bool) -> list[Arrays]:
     if not stacked:
         return [outputs]
     total = sum(it.rows for it in items)

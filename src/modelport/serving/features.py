@@ -7,9 +7,11 @@ it reads the features of all rows' entities from the online store in one round t
 worker thread, like the model itself), assembles the FP32 tensors, and calls the model.
 
 Besides the model's outputs it returns, per row, the assembled tensors (``features:<input>``,
-which a request may ask to see) and how many values were missing or expired
-(``features:missing``), which the inference service turns into a refusal when the version
-says ``on_missing: reject``.
+which a request may ask to see). How many values each row lacked (missing or expired) is not a
+tensor: a batch joined in the batch answers with a :class:`~modelport.serving.batching.Joined`
+that carries the counts beside the outputs, and the batcher hands each request its rows of
+both. The inference service turns the counts into a refusal when the version says
+``on_missing: reject``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import structlog
 
 from modelport.errors import FeatureStoreUnavailable, InvalidInput
+from modelport.serving.batching import Answer, Arrays, Joined
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.runtimes.base import Runtime
 from modelport.serving.signature import Signature, TensorSpec
@@ -33,7 +36,6 @@ from modelport.stores.online_records import numbers
 
 log = structlog.get_logger("modelport.features")
 
-MISSING_OUTPUT = "features:missing"
 FEATURE_OUTPUT_PREFIX = "features:"
 _NUMERIC = ("float", "int", "bool")
 _RNG = random.Random()  # noqa: S311 - log sampling, not security
@@ -173,6 +175,11 @@ class FeatureJoin:
     @property
     def feature_inputs(self) -> list[str]:
         return list(self._inputs)
+
+    def holds_keys(self, arrays: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``arrays`` are a request's (entity keys still to join) rather than the
+        model inputs a join already built."""
+        return not self._entity_input_names.isdisjoint(arrays)
 
     def reads(self, arrays: Mapping[str, np.ndarray]) -> list[ViewRead]:
         reads: list[ViewRead] = []
@@ -326,37 +333,50 @@ class FeatureJoinRuntime:
     def signature(self) -> Signature:
         return self._signature
 
-    async def prefetch(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bytes]:
+    async def prefetch(self, arrays: Arrays) -> tuple[Arrays, np.ndarray, bytes]:
         """Join one request's features now, for a version whose answers are cached: the values
-        are part of the cache key. Returns what to submit to the batcher (the model's inputs and
-        the missing-value counts, which :meth:`predict` then takes as they are) and the bytes
-        that identify the values."""
+        are part of the cache key. Returns what to submit to the batcher (the model's inputs,
+        which :meth:`answer` then takes as they are), per row how many values were missing,
+        and the bytes that identify the values."""
         model_inputs, missing = await self._join.fetch(arrays)
         identity = (
             b"".join(model_inputs[name].tobytes() for name in self._join.feature_inputs)
             + missing.tobytes()
         )
-        return {**model_inputs, MISSING_OUTPUT: missing}, identity
+        self._maybe_log_sample(arrays, model_inputs)
+        return model_inputs, missing, identity
 
-    def check(self, inputs: dict[str, np.ndarray]) -> None:
+    def check(self, inputs: Arrays) -> None:
         self._inner.check(
             {k: v for k, v in inputs.items() if k in self._inner.signature.input_specs}
         )
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if MISSING_OUTPUT in inputs:  # joined before batching (see prefetch)
-            missing = inputs[MISSING_OUTPUT]
-            model_inputs = {k: v for k, v in inputs.items() if k != MISSING_OUTPUT}
-        else:
-            model_inputs, missing = self._join.fetch_blocking(inputs)
+    def answer(self, inputs: Arrays) -> Answer:
+        """What the batcher calls. A batch of entity keys is joined here and answered with a
+        :class:`Joined` (outputs and per-row missing counts); a batch that :meth:`prefetch`
+        joined (its requests hold the model inputs) is answered with the outputs alone, its
+        counts being known already."""
+        if not self._join.holds_keys(inputs):
+            return self._outputs(inputs)
+        model_inputs, missing = self._join.fetch_blocking(inputs)
+        self._maybe_log_sample(inputs, model_inputs)
+        return Joined(self._outputs(model_inputs), missing)
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        """The :class:`Runtime` contract: the outputs of :meth:`answer`, without the counts."""
+        answer = self.answer(inputs)
+        return answer.outputs if isinstance(answer, Joined) else answer
+
+    def _outputs(self, model_inputs: Arrays) -> Arrays:
         outputs = dict(self._inner.predict(model_inputs))
         for name in self._join.feature_inputs:
             outputs[FEATURE_OUTPUT_PREFIX + name] = model_inputs[name]
-        outputs[MISSING_OUTPUT] = missing
+        return outputs
+
+    def _maybe_log_sample(self, inputs: Arrays, model_inputs: Arrays) -> None:
         rate = self._join.config.log_sample_rate
         if rate > 0:
             self._log_sample(inputs, model_inputs, rate)
-        return outputs
 
     def _log_sample(
         self, inputs: Mapping[str, np.ndarray], model_inputs: Mapping[str, np.ndarray], rate: float

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from modelport.errors import ArtifactError, ComputeTimeout, ModelportError
 from modelport.observability.metrics import Metrics, VersionMetrics
 from modelport.routing.request_stats import RequestStats
-from modelport.serving.batcher import Batcher
+from modelport.serving.batcher import Batcher, Predict
 from modelport.serving.compute import ComputeThreads
 from modelport.serving.config import FeaturesConfig, RuntimeConfig, VersionConfig
 from modelport.serving.features import FeatureJoin, FeatureJoinRuntime, request_signature
@@ -234,10 +234,12 @@ class ModelPool:
         runtime = await asyncio.to_thread(build)
         entry.runtime = runtime
         served = runtime.signature
+        predict: Predict = runtime.predict
         if join is not None and entry.config.features is not None:
             served = request_signature(runtime.signature, entry.config.features)
-            runtime = FeatureJoinRuntime(runtime, join, served, entry.label)
-            entry.runtime = runtime
+            joining = FeatureJoinRuntime(runtime, join, served, entry.label)
+            entry.runtime = joining
+            predict = joining.answer  # the missing-value counts travel beside the outputs
         if _names_and_types(served) != _names_and_types(entry.signature):
             raise ArtifactError(
                 f"{entry.label}: the loaded graph's signature differs from the registered one"
@@ -245,7 +247,7 @@ class ModelPool:
         instances = entry.config.runtime.instances
         entry.threads = ComputeThreads(instances, f"mp-{entry.model}-{entry.version}")
         entry.batcher = Batcher(
-            runtime.predict,
+            predict,
             entry.config.batching,
             entry.threads,
             instances=instances,
