@@ -10,7 +10,9 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -204,4 +206,151 @@ online_features = Table(
     Column("expires_at", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("tenant", "view", "entity_key"),
+)
+
+# ----------------------------------------------------------------- the event pipeline
+# Revision 0005 (stream tables), 0006 (catalog), 0007 (events): see ``stores/outbox.py``,
+# ``stores/streams*.py``, ``stores/catalog.py``, ``stores/events.py``.
+
+outbox = Table(
+    "outbox",
+    metadata,
+    # Written in the same transaction as the change it announces; the relay publishes the
+    # rows to the stream in id order and deletes them.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant", String(64), nullable=False),
+    Column("topic", String(32), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+stream_messages = Table(
+    "stream_messages",
+    metadata,
+    # The embedded stream (no Redis): messages in publish order, per topic.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", String(32), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Index("ix_stream_messages_topic_id", "topic", "id"),
+)
+
+stream_groups = Table(
+    "stream_groups",
+    metadata,
+    # A consumer group's position in a topic of the embedded stream.
+    Column("topic", String(32), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("topic", "group_name"),
+)
+
+stream_pending = Table(
+    "stream_pending",
+    metadata,
+    # Delivered and not yet acknowledged: which consumer holds it, since when, how often tried.
+    Column("topic", String(32), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("message_id", BigInteger, nullable=False),
+    Column("consumer", String(128), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    PrimaryKeyConstraint("topic", "group_name", "message_id"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    # Messages a consumer group gave up on after its attempts, with the last error.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", String(32), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dead_letters_tenant", "tenant", "topic", "group_name"),
+)
+
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    # Exactly-once effects written to SQL: a message's key is recorded in the transaction that
+    # applies it, so a redelivery after a crash finds it and applies nothing.
+    Column("group_name", String(64), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("group_name", "key"),
+)
+
+catalog_products = Table(
+    "catalog_products",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("title", String(1024), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("brand", String(256), nullable=True),
+    # Category path, levels joined by " > "; filtered by prefix.
+    Column("category", String(1024), nullable=False),
+    Column("attributes", JSON, nullable=False),
+    # Minor units (cents), in ``currency``.
+    Column("price_amount", BigInteger, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Column("availability", String(16), nullable=False),
+    Column("images", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "id"),
+    Index("ix_catalog_products_updated", "tenant", "updated_at", "id"),
+    Index("ix_catalog_products_category", "tenant", "category"),
+    Index("ix_catalog_products_brand", "tenant", "brand"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # Stripe-style Idempotency-Key: the first answer to (tenant, key) is kept and replayed.
+    Column("tenant", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", LargeBinary, nullable=True),
+    Column("headers", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "key"),
+    Index("ix_idempotency_keys_created", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    # Raw behavioural events as accepted, kept for MODELPORT_EVENT_RETENTION_DAYS.
+    Column("tenant", String(64), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("user_id", String(128), nullable=True),
+    Column("session_id", String(128), nullable=True),
+    Column("item_ids", JSON, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(128), nullable=True),
+    Column("properties", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "event_id"),
+    Index("ix_events_received", "tenant", "received_at"),
 )
