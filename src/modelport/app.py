@@ -105,6 +105,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.errors_http import install_error_handlers
     from modelport.api.metrics_endpoint import router as metrics_router
     from modelport.api.openapi import install_openapi
+    from modelport.api.v1_catalog import router as catalog_router
     from modelport.api.v1_features import router as features_router
     from modelport.api.v1_models import router as models_router
     from modelport.api.v1_tenants import router as tenants_router
@@ -127,6 +128,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     api.include_router(tenants_router)
     api.include_router(models_router)
     api.include_router(features_router)
+    api.include_router(catalog_router)
     install_docs(api)
     install_openapi(api)
     return api

@@ -8,9 +8,13 @@
     ├── NotFound
     │   ├── ModelNotFound
     │   ├── VersionNotFound
-    │   └── FeatureViewNotFound
+    │   ├── FeatureViewNotFound
+    │   └── ProductNotFound
     ├── Conflict                the operation contradicts stored state
-    │   └── StorageQuotaExceeded  a write would take a tenant's stored data past its cap
+    │   ├── StorageQuotaExceeded  a write would take a tenant's stored data past its cap
+    │   └── IdempotencyKeyInUse   a request with the same Idempotency-Key is still running
+    ├── PreconditionFailed      If-Match named a version that is not the current one
+    ├── IdempotencyKeyReused    an Idempotency-Key sent again with another request
     ├── TooManyRequests         a tenant quota (rate, concurrency) is exhausted
     ├── Unavailable             retry later
     │   ├── ModelNotReady       the version is loading, failed or unloaded
@@ -81,8 +85,26 @@ class FeatureViewNotFound(NotFound):
         self.version = version
 
 
+class ProductNotFound(NotFound):
+    def __init__(self, product: str) -> None:
+        super().__init__(f"product '{product}' is not in the catalog")
+        self.product = product
+
+
 class Conflict(ModelportError):
     pass
+
+
+class IdempotencyKeyInUse(Conflict):
+    """The first request with this key has not answered yet; retrying later replays it."""
+
+
+class PreconditionFailed(ModelportError):
+    """A conditional write (``If-Match``) found another version than the one it named."""
+
+
+class IdempotencyKeyReused(ModelportError):
+    """An ``Idempotency-Key`` already answered a different request (method, path or body)."""
 
 
 class StorageQuotaExceeded(Conflict):

@@ -156,6 +156,18 @@ class Settings(BaseSettings):
     refusal). Values leave the count when they pass their view's TTL and grace period. Unset
     (empty): no cap."""
 
+    idempotency_ttl_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
+    """How long the answer to a POST with an ``Idempotency-Key`` is kept and replayed; after
+    it the key may be used again for a new request."""
+
+    idempotency_stale_s: float = Field(default=300.0, gt=0)
+    """A request with an ``Idempotency-Key`` that has not answered after this long (its server
+    died) no longer blocks the key: the next request with it runs."""
+
+    catalog_import_chunk: int = Field(default=500, ge=1, le=10_000)
+    """Lines of a catalog import written per SQL transaction (each line still succeeds or
+    fails alone)."""
+
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""
 

@@ -11,6 +11,7 @@ from modelport.errors import FeatureViewNotFound
 from modelport.observability.metrics import Metrics
 from modelport.routing.table import RouteTable
 from modelport.services.cache import ResponseCache
+from modelport.services.catalog import CatalogService
 from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
@@ -27,7 +28,9 @@ from modelport.serving.pool import ModelPool
 from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
+from modelport.stores.catalog import CatalogStore
 from modelport.stores.features import FeatureViewStore
+from modelport.stores.idempotency import IdempotencyKeys
 from modelport.stores.online import FeatureView, OnlineStore
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
@@ -54,6 +57,9 @@ class Services:
     releases: ReleaseService
     shadow: ShadowRunner
     features: FeatureService
+    catalog: CatalogService
+    idempotency: IdempotencyKeys
+    """Answers of POSTs with an Idempotency-Key (``api.idempotency``)."""
     _engine: AsyncEngine
     _pool: ModelPool
     _cache: ResponseCache
@@ -221,6 +227,10 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         releases=releases,
         shadow=shadow,
         features=features,
+        catalog=CatalogService(CatalogStore(engine), chunk=settings.catalog_import_chunk),
+        idempotency=IdempotencyKeys(
+            engine, ttl_s=settings.idempotency_ttl_s, stale_s=settings.idempotency_stale_s
+        ),
         _engine=engine,
         _pool=pool,
         _cache=cache,

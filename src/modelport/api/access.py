@@ -90,12 +90,15 @@ READ = Access(scope="read")
 WRITE = Access(scope="write")
 WRITE_BULK = Access(scope="write", max_body_bytes=8 * MIB)
 """Writes that carry many rows at once (feature pushes, golden examples)."""
+WRITE_IMPORT = Access(scope="write", max_body_bytes=64 * MIB)
+"""Imports of a whole file at once (a catalog as NDJSON)."""
 
 TenantAdminDep = Annotated[Principal, Depends(TENANT_ADMIN)]
 AdminDep = Annotated[Principal, Depends(PLATFORM_ADMIN)]
 ReadCaller = Annotated[Principal, Depends(READ)]
 WriteCaller = Annotated[Principal, Depends(WRITE)]
 WriteBulkCaller = Annotated[Principal, Depends(WRITE_BULK)]
+WriteImportCaller = Annotated[Principal, Depends(WRITE_IMPORT)]
 
 
 def _tenant(caller: Principal) -> str:
@@ -115,6 +118,10 @@ async def _write_bulk_tenant(caller: WriteBulkCaller) -> str:
     return _tenant(caller)
 
 
+async def _write_import_tenant(caller: WriteImportCaller) -> str:
+    return _tenant(caller)
+
+
 async def _writer(caller: WriteCaller) -> tuple[str, str]:
     return _tenant(caller), f"key:{caller.key}"
 
@@ -126,6 +133,8 @@ async def _bulk_writer(caller: WriteBulkCaller) -> tuple[str, str]:
 ReadTenant = Annotated[str, Depends(_read_tenant)]
 WriteTenant = Annotated[str, Depends(_write_tenant)]
 WriteBulkTenant = Annotated[str, Depends(_write_bulk_tenant)]
+WriteImportTenant = Annotated[str, Depends(_write_import_tenant)]
+"""The caller's tenant (``write`` scope), for a body of up to 64 MiB."""
 Writer = Annotated[tuple[str, str], Depends(_writer)]
 """The caller's tenant (``write`` scope) and how the audit log names the caller."""
 BulkWriter = Annotated[tuple[str, str], Depends(_bulk_writer)]
