@@ -352,5 +352,24 @@ events = Table(
     Column("properties", JSON, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("tenant", "event_id"),
-    Index("ix_events_received", "tenant", "received_at"),
+    # Retention purges by received_at across tenants; export reads a tenant's time range.
+    Index("ix_events_received", "received_at"),
+    Index("ix_events_occurred", "tenant", "occurred_at", "event_id"),
+)
+
+event_feature_state = Table(
+    "event_feature_state",
+    metadata,
+    # What the built-in feature consumers aggregate per entity (a user's recent items, an
+    # item's decayed popularity or co-occurrences, a session's items), updated in the same
+    # transaction as processed_messages; the online store holds a projection of it.
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("entity_key", String(256), nullable=False),
+    Column("state", JSON, nullable=False),
+    # Increases on every update (epoch seconds): the projection's event time, so the newest
+    # state wins in the online store whichever worker writes last.
+    Column("version", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "kind", "entity_key"),
+    Index("ix_event_feature_state_version", "kind", "version"),
 )

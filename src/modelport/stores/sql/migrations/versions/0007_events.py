@@ -1,4 +1,5 @@
-"""events: raw behavioural events as accepted, for retention and export
+"""events: raw behavioural events as accepted, for retention and export; the feature
+consumers' aggregates per entity
 
 Revision ID: 0007
 Revises: 0006
@@ -28,9 +29,23 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tenant", "event_id"),
     )
-    op.create_index("ix_events_received", "events", ["tenant", "received_at"])
+    op.create_index("ix_events_received", "events", ["received_at"])
+    op.create_index("ix_events_occurred", "events", ["tenant", "occurred_at", "event_id"])
+    op.create_table(
+        "event_feature_state",
+        sa.Column("tenant", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("entity_key", sa.String(256), nullable=False),
+        sa.Column("state", sa.JSON, nullable=False),
+        sa.Column("version", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("tenant", "kind", "entity_key"),
+    )
+    op.create_index("ix_event_feature_state_version", "event_feature_state", ["kind", "version"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_event_feature_state_version", "event_feature_state")
+    op.drop_table("event_feature_state")
+    op.drop_index("ix_events_occurred", "events")
     op.drop_index("ix_events_received", "events")
     op.drop_table("events")
