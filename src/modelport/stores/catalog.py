@@ -276,7 +276,7 @@ class CatalogStore:
                     now if current.deleted else current.created_at,
                     now,
                 )
-                updates.append({"b_id": pid, **_row(product)})
+                updates.append({"b_" + k: v for k, v in _row(product).items()})
                 written.append(Written(product, "created" if current.deleted else "updated"))
         if inserts:
             try:
@@ -330,11 +330,17 @@ def _row(p: Product) -> dict[str, Any]:
 
 
 def _update_statement() -> Any:
-    columns = [c.name for c in products.columns if c.name not in ("tenant", "id")]
+    """One UPDATE for many products: its parameters are ``_row``'s, each prefixed ``b_``."""
     return (
         update(products)
-        .where(products.c.tenant == bindparam("tenant"), products.c.id == bindparam("b_id"))
-        .values({c: bindparam(c) for c in columns})
+        .where(products.c.tenant == bindparam("b_tenant"), products.c.id == bindparam("b_id"))
+        .values(
+            {
+                c.name: bindparam("b_" + c.name)
+                for c in products.columns
+                if c.name not in ("tenant", "id")
+            }
+        )
     )
 
 
