@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import demo, features, models, releases, serve, tenants
+from modelport.cli import catalog, demo, features, models, releases, serve, tenants
 
 app = typer.Typer(
     name="modelport",
@@ -18,6 +18,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")
 app.add_typer(features.features_app, name="features")
+app.add_typer(catalog.catalog_app, name="catalog")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("migrate")(serve.migrate_command)

@@ -15,12 +15,14 @@ import secrets
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 
 from modelport.cli.config import CliConfig, save_config
 from modelport.cli.models import run_with_services
 from modelport.cli.serve import run_server
+from modelport.demo import catalog as demo_catalog
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
 from modelport.errors import Unauthenticated
 from modelport.settings import Settings
@@ -42,6 +44,10 @@ async def _register(services: Services, build_dir: Path, key_file: Path) -> tupl
         folder = build_minilm(build_dir / "minilm")
         await services.registry.push(TENANT, "minilm", folder, minilm_config(), required=True)
         done.append("minilm")
+    if await services.catalog.is_empty(TENANT):
+        lines = b"\n".join(orjson.dumps(p) for p in demo_catalog.products())
+        report = await services.catalog.import_ndjson(TENANT, lines)
+        done.append(f"catalog ({report.counts['created']} products)")
     return done, await _demo_key(services, key_file)
 
 
@@ -92,7 +98,7 @@ def demo(
         settings = settings.model_copy(update={"admin_key_file": admin_file})
     pushed, key = run_with_services(settings, lambda s: _register(s, build_dir, key_file))
     for name in pushed:
-        console.print(f"[green]registered demo model[/green] {name} (tenant {TENANT})")
+        console.print(f"[green]registered demo[/green] {name} (tenant {TENANT})")
     base = f"http://{settings.host}:{settings.port}"
     # The CLI's defaults: commands act in the demo tenant without --tenant, and reach this
     # server for what only it holds (see modelport.cli.config).

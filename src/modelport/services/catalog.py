@@ -129,6 +129,10 @@ class CatalogService:
         items = items[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
 
+    async def is_empty(self, tenant: str) -> bool:
+        """Whether the tenant never wrote a product."""
+        return not await self._store.list(tenant, Filters(include_deleted=True), None, 1)
+
     async def import_ndjson(self, tenant: str, body: bytes) -> ImportReport:
         """Upsert every valid line of ``body`` (one JSON product with its id per line)."""
         lines = body.split(b"\n")

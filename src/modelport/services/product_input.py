@@ -46,8 +46,8 @@ def check_sku(value: str) -> str:
     if not _SKU.fullmatch(value):
         raise PydanticCustomError(
             "product_id",
-            "a product id is {help}; got {value!r}",
-            {"help": SKU_HELP, "value": value},
+            "a product id is {help}; got {got}",
+            {"help": SKU_HELP, "got": repr(value[:140])},
         )
     return value
 
@@ -56,8 +56,8 @@ def _currency(value: str) -> str:
     if not _CURRENCY.fullmatch(value):
         raise PydanticCustomError(
             "currency",
-            "a currency is an ISO 4217 code of 3 uppercase letters such as EUR or USD; got {v!r}",
-            {"v": value[:16]},
+            "a currency is an ISO 4217 code of 3 uppercase letters such as EUR or USD; got {got}",
+            {"got": repr(value[:16])},
         )
     return value
 
@@ -67,8 +67,8 @@ def _level(value: str) -> str:
         raise PydanticCustomError(
             "category_level",
             "a category level is a non-blank name without '>' (send the path as a list of "
-            'levels, e.g. ["Home", "Kitchen"]); got {v!r}',
-            {"v": value[:MAX_LEVEL]},
+            'levels, e.g. ["Home", "Kitchen"]); got {got}',
+            {"got": repr(value[:MAX_LEVEL])},
         )
     return value
 
@@ -81,8 +81,8 @@ def _https(value: str) -> str:
     ):
         raise PydanticCustomError(
             "https_url",
-            "an image is an https:// URL without spaces; got {v!r}",
-            {"v": value[:80]},
+            "an image is an https:// URL without spaces; got {got}",
+            {"got": repr(value[:80])},
         )
     return value
 
@@ -91,8 +91,8 @@ def _attribute_name(value: str) -> str:
     if not _ATTRIBUTE_NAME.fullmatch(value):
         raise PydanticCustomError(
             "attribute_name",
-            "an attribute name is 1-64 letters, digits or _ . -; got {v!r}",
-            {"v": value[:MAX_ATTRIBUTE_NAME]},
+            "an attribute name is 1-64 letters, digits or _ . -; got {got}",
+            {"got": repr(value[:MAX_ATTRIBUTE_NAME])},
         )
     return value
 
@@ -156,7 +156,9 @@ def problems(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err.get("loc", ()))
         message = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
+        if err.get("type") == "json_invalid":
+            message = "the line is not a JSON object: " + message.removeprefix("Invalid JSON: ")
+        elif err.get("type") == "extra_forbidden":
             message = "unknown field; a product has " + ", ".join(ProductLine.model_fields)
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
