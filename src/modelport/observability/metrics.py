@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelport.observability.loop_metrics import (
@@ -33,6 +33,7 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -163,6 +164,42 @@ class Metrics:
         self.loaded_versions = Gauge(
             "modelport_loaded_model_versions",
             "Model versions currently loaded and READY.",
+            registry=self.registry,
+        )
+        # The stream consumers (``workers``): plain prometheus-client families, off the
+        # request path.
+        stream_labels = ("topic", "group")
+        self.stream_lag = Gauge(
+            "modelport_stream_lag",
+            "Messages of a topic a consumer group has not acknowledged yet (pending or unread).",
+            stream_labels,
+            registry=self.registry,
+        )
+        self.stream_processed = Counter(
+            "modelport_stream_processed",
+            "Messages a consumer group applied and acknowledged.",
+            stream_labels,
+            registry=self.registry,
+        )
+        self.stream_retries = Counter(
+            "modelport_stream_retries",
+            "Failed consumer tries that were tried again (a failed batch, then each of its "
+            "messages alone, with backoff).",
+            stream_labels,
+            registry=self.registry,
+        )
+        self.stream_dead_letters = Counter(
+            "modelport_stream_dead_letters",
+            "Messages moved to their group's dead letters after their last attempt failed.",
+            stream_labels,
+            registry=self.registry,
+        )
+        self.stream_freshness_seconds = Histogram(
+            "modelport_stream_freshness_seconds",
+            "From an event's acceptance (or a message's publication) to its effect applied by "
+            "the consumer group.",
+            stream_labels,
+            buckets=FRESHNESS_BUCKETS,
             registry=self.registry,
         )
 
