@@ -105,10 +105,19 @@ TENANT_ROUTES = {
     ("POST", "/v1/tenants/{tenant}/suspend"),
     ("POST", "/v1/tenants/{tenant}/resume"),
 }
+#: The catalog's routes; those naming a product are walked like the model routes.
+CATALOG_ROUTES = {
+    ("PUT", "/v1/catalog/products/{product_id}"),
+    ("GET", "/v1/catalog/products/{product_id}"),
+    ("DELETE", "/v1/catalog/products/{product_id}"),
+    ("GET", "/v1/catalog/products"),
+    ("POST", "/v1/catalog/import"),
+}
 #: Every authenticated route today; the unauthenticated walk must cover at least these.
 PROTECTED_ROUTES = (
     MODEL_ROUTES
     | TENANT_ROUTES
+    | CATALOG_ROUTES
     | {
         ("POST", "/v2/repository/index"),
         ("GET", "/metrics"),
@@ -778,6 +787,55 @@ def test_another_tenants_keys_answer_exactly_like_a_tenant_that_does_not_exist(
     # Nothing happened to acme's key, and rival still manages its own keys.
     assert index_status(http, victim["key"]) == 200
     assert http.get(f"/v1/tenants/{RIVAL}/keys", headers=rival).status_code == 200
+
+
+def test_another_tenants_products_answer_exactly_like_products_that_exist_nowhere(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    owner, rival = bearer(deployment.server.key), bearer(deployment.rival_key)
+    product = {"title": "acme's secret prototype", "category": ["Lab"]}
+    private, ghost = "acme-private-sku", "ghost-sku-zz"
+    assert http.put(f"/v1/catalog/products/{private}", json=product, headers=owner).status_code in (
+        200,
+        201,
+    )
+    schema = routes(deployment.server)
+    product_routes = {r for r in schema if "{product_id}" in r[1]}
+    missing = {r for r in CATALOG_ROUTES if "{product_id}" in r[1]} - product_routes
+    assert not missing, f"the schema walk misses known routes: {sorted(missing)}"
+
+    def probe(method: str, template: str, sku: str, key: dict[str, str]) -> httpx.Response:
+        # A conditional write: it changes nothing unless the product exists for the caller.
+        headers = {**key, "If-Match": '"1"'} if method == "PUT" else key
+        body = product if method == "PUT" else None
+        return http.request(method, fill(template, product_id=sku), json=body, headers=headers)
+
+    for method, template in sorted(product_routes):
+        theirs = probe(method, template, private, rival)
+        nowhere = probe(method, template, ghost, rival)
+        assert theirs.status_code in (404, 412), f"{method} {template}: {theirs.text}"
+        assert shape(theirs, private) == shape(nowhere, ghost), (
+            f"{method} {template}: rival sees acme's product:\n"
+            f"  acme's product: {theirs.status_code} {theirs.text}\n"
+            f"  no product:     {nowhere.status_code} {nowhere.text}"
+        )
+        if method != "DELETE":  # the owner's probe would really delete it
+            own = probe(method, template, private, owner)
+            none = probe(method, template, ghost, owner)
+            assert shape(own, private) != shape(none, ghost), f"{method} {template}: blind probe"
+
+    listed = http.get("/v1/catalog/products?include_deleted=true&limit=1000", headers=rival)
+    assert listed.status_code == 200 and private not in listed.text
+    imported = http.post(
+        "/v1/catalog/import",
+        content=json.dumps({"id": private, "title": "rival's own"}).encode(),
+        headers=rival,
+    )
+    assert imported.json()["created"] == 1  # a product of rival's own catalog
+    mine = http.get(f"/v1/catalog/products/{private}", headers=owner).json()
+    assert mine["title"] == product["title"] and mine["version"] == 1
+    theirs = http.get(f"/v1/catalog/products/{private}", headers=rival).json()
+    assert theirs["title"] == "rival's own"
 
 
 # --------------------------------------------------------------------------- 10. the CLI

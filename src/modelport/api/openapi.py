@@ -75,7 +75,10 @@ def build_openapi(api: FastAPI) -> dict[str, Any]:
 
 def _describe(operation: dict[str, Any], access: Access, method: str, has_params: bool) -> None:
     responses = operation.setdefault("responses", {})
-    responses.pop("422", None)
+    if responses.get("422", {}).get("description") == "Validation Error":
+        # FastAPI's own promise, which the server never keeps (a bad request is 400); a 422 a
+        # route declared itself (an Idempotency-Key reused) stays.
+        responses.pop("422")
     codes = [400]
     if not access.public:
         codes += [401, 403, 429]

@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -32,6 +32,7 @@ from modelport.services.product_input import (
     PriceIn,
     ProductIn,
     check_sku,
+    parse_product,
 )
 from modelport.stores.catalog import Filters, IfMatch, Product
 from modelport.wiring import Services
@@ -101,10 +102,22 @@ class ImportOut(BaseModel):
     results: list[LineOut]
 
 
+def _product_schema() -> dict[str, Any]:
+    schema = ProductIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # PriceIn is a component already (ProductOut uses it)
+    return schema
+
+
 @router.put(
     "/products/{product_id}",
     summary="Create or replace a product",
     response_model=ProductOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _product_schema()}},
+        }
+    },
     responses={
         201: {"description": "Created.", "model": ProductOut},
         412: {"description": "If-Match does not name the product's current ETag."},
@@ -112,12 +125,14 @@ class ImportOut(BaseModel):
 )
 async def put_product(
     product_id: ProductId,
-    body: Annotated[ProductIn, Body()],
+    request: Request,
     svc: ServicesDep,
     tenant: WriteTenant,
     if_match: IfMatchHeader = None,
 ) -> Response:
-    written = await svc.catalog.put(tenant, _sku(product_id), body, _if_match(if_match))
+    # Checked here rather than by FastAPI, so that PUT and import say the same about a product.
+    product = parse_product(await request.body())
+    written = await svc.catalog.put(tenant, _sku(product_id), product, _if_match(if_match))
     response = _product(written.product, 201 if written.outcome == "created" else 200)
     if written.outcome == "created":
         response.headers["Location"] = f"/v1/catalog/products/{product_id}"

@@ -8,7 +8,7 @@ most) and a category path usable as a prefix filter.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,8 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_core import PydanticCustomError
+
+from modelport.errors import InvalidInput
 
 #: Levels of a category path are stored joined by this (``Home > Kitchen > Knives``).
 CATEGORY_SEPARATOR = " > "
@@ -157,13 +159,16 @@ def problems(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         message = str(err.get("msg", "invalid"))
         if err.get("type") == "json_invalid":
-            message = "the line is not a JSON object: " + message.removeprefix("Invalid JSON: ")
+            message = "not a JSON object: " + message.removeprefix("Invalid JSON: ")
         elif err.get("type") == "extra_forbidden":
             message = "unknown field; a product has " + ", ".join(ProductLine.model_fields)
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
-def parse_line(raw: Any) -> ProductLine:
-    """One import line (already JSON-decoded); ``ValidationError`` when it is not a product."""
-    return ProductLine.model_validate(raw)
+def parse_product(body: bytes) -> ProductIn:
+    """A product (without its id) from a JSON body; ``InvalidInput`` saying what is wrong."""
+    try:
+        return ProductIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid product: {problems(exc)}") from None
