@@ -156,6 +156,25 @@ class Settings(BaseSettings):
     refusal). Values leave the count when they pass their view's TTL and grace period. Unset
     (empty): no cap."""
 
+    stream_key_prefix: str = Field(default="mp:s", min_length=1, max_length=64)
+    """Prefix of the event pipeline's Redis keys: ``{prefix}:{topic}`` (a topic's stream) and
+    ``{prefix}:dead-letters:{tenant}``. Without Redis the stream lives in the SQL database."""
+
+    stream_poll_s: float = Field(default=0.05, gt=0, le=10)
+    """How often a reader of the embedded (SQL) stream looks for messages published by another
+    process; a publish in the same process wakes it at once."""
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Most outbox rows the relay publishes to the stream in one round."""
+
+    relay_interval_s: float = Field(default=0.1, gt=0, le=60)
+    """How long the relay waits after finding the outbox empty (a change committed in this
+    process wakes it at once)."""
+
+    relay_lease_s: float = Field(default=10.0, gt=0, le=300)
+    """Lease on the relay's role: one replica publishes the outbox at a time, in commit order;
+    if its holder stops renewing, another replica takes over after this long."""
+
     idempotency_ttl_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
     """How long the answer to a POST with an ``Idempotency-Key`` is kept and replayed; after
     it the key may be used again for a new request."""
@@ -167,6 +186,58 @@ class Settings(BaseSettings):
     catalog_import_chunk: int = Field(default=500, ge=1, le=10_000)
     """Lines of a catalog import written per SQL transaction (each line still succeeds or
     fails alone)."""
+
+    event_retention_days: float = Field(default=90.0, gt=0, le=3650)
+    """How long raw events (``POST /v1/events``) are kept, by when they were received; older
+    ones are purged in bounded chunks. An event id retried after this is accepted again."""
+
+    event_max_age_s: float = Field(default=7 * 86_400.0, gt=0, le=3650 * 86_400)
+    """Oldest event timestamp accepted, in seconds before the server's clock; older: rejected."""
+
+    event_max_future_s: float = Field(default=600.0, ge=0, le=86_400)
+    """Newest event timestamp accepted, in seconds ahead of the server's clock (client clock
+    skew); further ahead: rejected."""
+
+    event_recent_items: int = Field(default=20, ge=1, le=200)
+    """How many item ids the ``user_recent`` feature view keeps per user and event type."""
+
+    event_popularity_half_life_s: float = Field(default=86_400.0, gt=0, le=365 * 86_400)
+    """Half-life of the time decay of ``item_popularity`` (views, carts, purchases)."""
+
+    event_session_window_s: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    """Two items count as co-viewed (co-purchased) when one session saw both within this."""
+
+    event_cooccurrence_top: int = Field(default=50, ge=1, le=500)
+    """How many co-occurring items ``item_cooccurrence`` keeps per item (the highest counts)."""
+
+    workers_in_process: bool | None = None
+    """Run the stream consumers (features, catalog) inside the server process. Unset: on
+    without Redis (the embedded default), off with Redis, where ``modelport worker``
+    processes run them."""
+
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    """Consumer batches a worker applies at the same time, all consumers together."""
+
+    worker_batch_size: int = Field(default=100, ge=1, le=10_000)
+    """Most messages a consumer reads and applies in one batch."""
+
+    worker_max_attempts: int = Field(default=5, ge=1, le=100)
+    """Tries of a message (deliveries and retries together) before it goes to its group's
+    dead letters with its last error (``modelport events dlq``)."""
+
+    worker_backoff_base_s: float = Field(default=0.1, ge=0, le=60)
+    """Wait after a message's first failed try; each further failure doubles the ceiling, and
+    the wait is drawn at random below it (full jitter)."""
+
+    worker_backoff_max_s: float = Field(default=30.0, ge=0, le=3600)
+    """Ceiling of the wait between two tries of a message."""
+
+    worker_claim_idle_s: float = Field(default=30.0, gt=0, le=86_400)
+    """A message pending this long with a worker that neither acknowledged it nor gave it up
+    (the worker died) is taken over by another worker."""
+
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """``modelport worker`` serves its Prometheus metrics on this port (0: not served)."""
 
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""

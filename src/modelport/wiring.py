@@ -12,6 +12,8 @@ from modelport.observability.metrics import Metrics
 from modelport.routing.table import RouteTable
 from modelport.services.cache import ResponseCache
 from modelport.services.catalog import CatalogService
+from modelport.services.event_features import EventFeatureConfig, EventFeatures
+from modelport.services.events import EventLimits, EventService
 from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
@@ -29,6 +31,8 @@ from modelport.settings import Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
 from modelport.stores.catalog import CatalogStore
+from modelport.stores.event_features import FeatureStateStore
+from modelport.stores.events import EventStore
 from modelport.stores.features import FeatureViewStore
 from modelport.stores.idempotency import IdempotencyKeys
 from modelport.stores.online import FeatureView, OnlineStore
@@ -57,6 +61,9 @@ class Services:
     releases: ReleaseService
     shadow: ShadowRunner
     features: FeatureService
+    events: EventService
+    event_features: EventFeatures
+    """What the built-in feature consumer (``workers.features``) applies events with."""
     catalog: CatalogService
     idempotency: IdempotencyKeys
     """Answers of POSTs with an Idempotency-Key (``api.idempotency``)."""
@@ -227,6 +234,24 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         releases=releases,
         shadow=shadow,
         features=features,
+        events=EventService(
+            EventStore(engine),
+            EventLimits(
+                max_age_s=settings.event_max_age_s,
+                max_future_s=settings.event_max_future_s,
+                retention_days=settings.event_retention_days,
+            ),
+        ),
+        event_features=EventFeatures(
+            FeatureStateStore(engine),
+            features,
+            EventFeatureConfig(
+                recent_items=settings.event_recent_items,
+                half_life_s=settings.event_popularity_half_life_s,
+                session_window_s=settings.event_session_window_s,
+                cooccurrence_top=settings.event_cooccurrence_top,
+            ),
+        ),
         catalog=CatalogService(CatalogStore(engine), chunk=settings.catalog_import_chunk),
         idempotency=IdempotencyKeys(
             engine, ttl_s=settings.idempotency_ttl_s, stale_s=settings.idempotency_stale_s

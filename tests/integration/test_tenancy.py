@@ -123,6 +123,7 @@ PROTECTED_ROUTES = (
         ("GET", "/metrics"),
         ("GET", "/v1/tenants"),
         ("POST", "/v1/tenants"),
+        ("POST", "/v1/events"),
     }
 )
 #: A body every POST of the schema accepts (extra fields are ignored by the request models).

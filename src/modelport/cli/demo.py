@@ -23,6 +23,8 @@ from modelport.cli.config import CliConfig, save_config
 from modelport.cli.models import run_with_services
 from modelport.cli.serve import run_server
 from modelport.demo import catalog as demo_catalog
+from modelport.demo.events import BATCH as EVENTS_BATCH
+from modelport.demo.events import events as demo_events
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
 from modelport.errors import Unauthenticated
 from modelport.settings import Settings
@@ -48,7 +50,25 @@ async def _register(services: Services, build_dir: Path, key_file: Path) -> tupl
         lines = b"\n".join(orjson.dumps(p) for p in demo_catalog.products())
         report = await services.catalog.import_ndjson(TENANT, lines)
         done.append(f"catalog ({report.counts['created']} products)")
+    await _load_events(services)
     return done, await _demo_key(services, key_file)
+
+
+async def _load_events(services: Services) -> None:
+    """Demo shoppers' events over the demo catalog (a no-op the second time: their ids are
+    fixed, so they come back as duplicates); the feature consumer turns them into
+    ``user_recent``, ``item_popularity`` and ``item_cooccurrence`` once the server runs."""
+    batch: list[dict[str, object]] = []
+    accepted = 0
+    for event in demo_events([p["id"] for p in demo_catalog.products()]):
+        batch.append(event)
+        if len(batch) == EVENTS_BATCH:
+            accepted += len((await services.events.ingest(TENANT, {"events": batch})).accepted)
+            batch = []
+    if batch:
+        accepted += len((await services.events.ingest(TENANT, {"events": batch})).accepted)
+    if accepted:
+        console.print(f"[green]loaded {accepted} demo events[/green] (tenant {TENANT})")
 
 
 def _read_key(path: Path) -> str | None:
