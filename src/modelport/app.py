@@ -56,6 +56,7 @@ class ModelportApp:
         api.state.services = services
         try:
             self.door = FrontDoor(api, services, self.settings)
+            services.start_pipeline()
             if self.settings.load_models_on_start:
                 await services.start_release_workers()
                 await services.repository.load_on_start()

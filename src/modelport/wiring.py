@@ -18,6 +18,7 @@ from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
 from modelport.services.registry import RegistryService
+from modelport.services.relay import Relay
 from modelport.services.release_follower import ReleaseFollower
 from modelport.services.releases import ReleaseService
 from modelport.services.repository import RepositoryService
@@ -35,13 +36,18 @@ from modelport.stores.event_features import FeatureStateStore
 from modelport.stores.events import EventStore
 from modelport.stores.features import FeatureViewStore
 from modelport.stores.idempotency import IdempotencyKeys
+from modelport.stores.leases import LeaseStore
 from modelport.stores.online import FeatureView, OnlineStore
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
+from modelport.stores.outbox import Outbox
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import ReleaseStore
 from modelport.stores.sql import create_engine, migrate
+from modelport.stores.streams import Stream
+from modelport.stores.streams_redis import RedisStream
+from modelport.stores.streams_sql import SqlStream
 from modelport.stores.tenancy import TenancyStore
 
 
@@ -61,6 +67,8 @@ class Services:
     releases: ReleaseService
     shadow: ShadowRunner
     features: FeatureService
+    stream: Stream
+    """The event pipeline's stream (Redis Streams with Redis, else the SQL database)."""
     events: EventService
     event_features: EventFeatures
     """What the built-in feature consumer (``workers.features``) applies events with."""
@@ -75,6 +83,8 @@ class Services:
     """Follows the release state (servers only)."""
     guard: RolloutGuard | None = None
     """Publishes statistics and judges rollouts (servers only)."""
+    relay: Relay | None = None
+    """Publishes the outbox to the stream (servers only)."""
 
     async def start_release_workers(self) -> None:
         """Install the current release state (loading what it needs), then follow it."""
@@ -83,7 +93,14 @@ class Services:
         if self.guard is not None:
             self.guard.start()
 
+    def start_pipeline(self) -> None:
+        """Start relaying committed changes (the outbox) to the stream."""
+        if self.relay is not None:
+            self.relay.start()
+
     async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
         if self.guard is not None:
             await self.guard.close()
         if self.sync is not None:
@@ -93,6 +110,7 @@ class Services:
         await self._cache.close()
         await self._online_store.close()
         await self.quotas.close()
+        await self.stream.close()
         await self._engine.dispose()
 
 
@@ -187,6 +205,25 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         if server
         else None
     )
+    stream: Stream = (
+        RedisStream.from_url(
+            settings.redis_url.get_secret_value(), prefix=settings.stream_key_prefix
+        )
+        if settings.redis_url is not None
+        else SqlStream(engine, poll_s=settings.stream_poll_s)
+    )
+    relay = (
+        Relay(
+            Outbox(engine),
+            stream,
+            batch_size=settings.relay_batch_size,
+            interval_s=settings.relay_interval_s,
+            leases=LeaseStore(engine),
+            lease_ttl_s=settings.relay_lease_s,
+        )
+        if server
+        else None
+    )
     limiter: RateLimiter = (
         RedisRateLimiter(Redis.from_url(settings.redis_url.get_secret_value()))
         if settings.redis_url is not None
@@ -234,6 +271,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         releases=releases,
         shadow=shadow,
         features=features,
+        stream=stream,
         events=EventService(
             EventStore(engine),
             EventLimits(
@@ -262,4 +300,5 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         _online_store=online_store,
         sync=sync,
         guard=guard,
+        relay=relay,
     )

@@ -90,4 +90,9 @@ class Stream(Protocol):
         """Messages of ``topic`` the group has not acknowledged (pending or not yet read)."""
         ...
 
+    async def trim(self, topic: str) -> int:
+        """Delete the messages of ``topic`` that every group has acknowledged; returns how
+        many. A topic without groups keeps all of them."""
+        ...
+
     async def close(self) -> None: ...

@@ -1,0 +1,182 @@
+"""The relay from the outbox to the stream, on SQLite and a real PostgreSQL: what commits is
+published in commit order, what rolls back never is, and one replica relays at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelport.services.relay import Relay
+from modelport.stores.leases import LeaseStore
+from modelport.stores.outbox import CATALOG, EVENTS, Outbox, enqueue
+from modelport.stores.sql import create_engine
+from modelport.stores.streams import Message
+from modelport.stores.streams_sql import SqlStream
+
+
+class Rollback(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    opened = create_engine(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.dispose()
+
+
+@pytest.fixture
+async def stream(engine: AsyncEngine) -> SqlStream:
+    return SqlStream(engine, poll_s=0.02)
+
+
+@pytest.fixture
+async def drained(engine: AsyncEngine, stream: SqlStream) -> Outbox:
+    """The outbox, emptied of what earlier tests left (the database is the module's)."""
+    outbox = Outbox(engine)
+    await Relay(outbox, stream, batch_size=1000, interval_s=1).drain()
+    return outbox
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"acme-{secrets.token_hex(4)}"
+
+
+async def commit(engine: AsyncEngine, tenant: str, topic: str, *keys: str) -> None:
+    async with engine.begin() as conn:
+        await enqueue(conn, tenant, topic, [(key, {"key": key}) for key in keys])
+
+
+async def everything(stream: SqlStream, topic: str, tenant: str) -> list[Message]:
+    """What a fresh group reads of ``tenant``'s messages on ``topic``."""
+    group = f"g{secrets.token_hex(4)}"
+    out: list[Message] = []
+    while batch := await stream.read(topic, group, "w", 100, 0):
+        out.extend(m for m in batch if m.tenant == tenant)
+    return out
+
+
+async def test_committed_rows_reach_the_stream_in_order_and_rolled_back_ones_never(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    await commit(engine, tenant, EVENTS, "e1", "e2")
+    with pytest.raises(Rollback):
+        async with engine.begin() as conn:
+            await enqueue(conn, tenant, EVENTS, [("lost", {"key": "lost"})])
+            raise Rollback
+    await commit(engine, tenant, EVENTS, "e3")
+    relay = Relay(drained, stream, batch_size=100, interval_s=1)
+
+    assert await relay.run_once() == 3
+
+    published = await everything(stream, EVENTS, tenant)
+    assert [(m.key, m.payload, m.tenant) for m in published] == [
+        ("e1", {"key": "e1"}, tenant),
+        ("e2", {"key": "e2"}, tenant),
+        ("e3", {"key": "e3"}, tenant),
+    ]
+    assert await drained.size() == 0
+    assert await relay.run_once() == 0
+
+
+async def test_each_row_goes_to_its_topic(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    await commit(engine, tenant, EVENTS, "e1")
+    await commit(engine, tenant, CATALOG, "p1")
+    await commit(engine, tenant, EVENTS, "e2")
+
+    await Relay(drained, stream, batch_size=100, interval_s=1).run_once()
+
+    assert [m.key for m in await everything(stream, EVENTS, tenant)] == ["e1", "e2"]
+    assert [m.key for m in await everything(stream, CATALOG, tenant)] == ["p1"]
+
+
+async def test_a_run_moves_at_most_one_batch(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    await commit(engine, tenant, EVENTS, *(f"e{i}" for i in range(5)))
+    relay = Relay(drained, stream, batch_size=2, interval_s=1)
+
+    assert [await relay.run_once() for _ in range(4)] == [2, 2, 1, 0]
+    assert [m.key for m in await everything(stream, EVENTS, tenant)] == [f"e{i}" for i in range(5)]
+
+
+async def test_the_running_relay_publishes_what_commits_without_being_asked(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    relay = Relay(drained, stream, batch_size=100, interval_s=0.05)
+    group = f"g{secrets.token_hex(4)}"
+    await stream.read(EVENTS, group, "w", 1000, 0)  # the group starts here
+    relay.start()
+    try:
+        await commit(engine, tenant, EVENTS, "e1")
+        relay.nudge()
+        got = await stream.read(EVENTS, group, "w", 10, 5.0)
+        # Published, then deleted from the outbox.
+        for _ in range(100):
+            if await drained.size() == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await relay.close()
+
+    assert [(m.tenant, m.key) for m in got] == [(tenant, "e1")]
+    assert (relay.published, await drained.size()) == (1, 0)
+
+
+async def test_one_replica_relays_at_a_time_and_another_takes_over_when_it_stops(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    leases = LeaseStore(engine)
+    first = Relay(drained, stream, batch_size=100, interval_s=1, leases=leases, replica="a")
+    second = Relay(drained, stream, batch_size=100, interval_s=1, leases=leases, replica="b")
+    await commit(engine, tenant, EVENTS, "e1")
+
+    assert await first.tick() == 1
+    await commit(engine, tenant, EVENTS, "e2")
+    assert await second.tick() == 0  # "a" holds the lease
+    assert (first.leader, second.leader) == (True, False)
+
+    await first.close()  # a replica that shuts down hands the lease back
+    assert await second.tick() == 1
+    assert second.leader
+    assert [m.key for m in await everything(stream, EVENTS, tenant)] == ["e1", "e2"]
+    await second.close()
+
+
+async def test_a_stopped_relay_leaves_rows_for_the_next(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    relay = Relay(drained, stream, batch_size=100, interval_s=0.05)
+    relay.start()
+    await relay.close()
+    await commit(engine, tenant, EVENTS, "e1")
+    await asyncio.sleep(0.1)
+
+    assert await drained.size() == 1
+    assert await Relay(drained, stream, batch_size=100, interval_s=1).run_once() == 1
+
+
+async def test_the_relay_trims_what_every_group_has_acknowledged(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    topic = f"t{secrets.token_hex(6)}"
+    relay = Relay(drained, stream, batch_size=100, interval_s=1, trim_interval_s=0)
+    await commit(engine, tenant, topic, "e1", "e2")
+    await relay.tick()
+    read = await stream.read(topic, "features", "w", 10, 0)
+    await stream.ack(topic, "features", [m.id for m in read])
+    await commit(engine, tenant, topic, "e3")
+
+    await relay.tick()  # publishes e3, then trims e1 and e2
+
+    assert [m.key for m in await stream.read(topic, "late", "w", 10, 0)] == ["e3"]
+    assert await stream.lag(topic, "features") == 1
