@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     (from its first byte, or from connecting); slower ones are closed."""
 
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    """``modelport serve``: the longest a request body may take to arrive, and the longest it
-    may pause between two pieces (a third of this); a slower sender is cut off."""
+    """``modelport serve``: the longest a request body may take to arrive after its headers; a
+    slower sender is cut off."""
 
     cors_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the API (CORS). Empty: CORS is off."""

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from modelport.api.bodies import BodyBudget, BodyPermit, inflate, read_body
+from modelport.api.bodies import UNCOUNTED_BYTES, BodyBudget, BodyPermit, inflate, read_body
 from modelport.api.request_head import read_head
 from modelport.errors import (
     HeadersTooLarge,
@@ -44,17 +44,24 @@ def test_headers_past_the_limit_are_refused() -> None:
 
 
 def test_the_budget_refuses_a_tenant_past_its_share_and_the_replica_past_its_total() -> None:
-    budget = BodyBudget(total_bytes=1000, tenant_bytes=600)
-    first = budget.permit("a", 1000, "limit", 500)
+    kib = 1024
+    budget = BodyBudget(total_bytes=1000 * kib, tenant_bytes=600 * kib)
+    first = budget.permit("a", 1000 * kib, "limit", 500 * kib)
     with pytest.raises(TooManyRequests):
-        budget.permit("a", 1000, "limit", 200)
-    second = budget.permit("b", 1000, "limit", 450)
+        budget.permit("a", 1000 * kib, "limit", 200 * kib)
+    second = budget.permit("b", 1000 * kib, "limit", 450 * kib)
     with pytest.raises(Unavailable):
-        budget.permit("c", 1000, "limit", 100)
+        budget.permit("c", 1000 * kib, "limit", 100 * kib)
     budget.release(first)
     budget.release(second)
     assert budget.held == 0
-    budget.permit("c", 1000, "limit", 100)
+    budget.permit("c", 1000 * kib, "limit", 100 * kib)
+
+
+def test_small_bodies_cost_the_budget_nothing() -> None:
+    budget = BodyBudget(total_bytes=1, tenant_bytes=1)
+    permit = budget.permit("a", UNCOUNTED_BYTES, "limit", UNCOUNTED_BYTES)
+    assert budget.held == 0 and permit.reserved == 0
 
 
 def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
@@ -65,16 +72,16 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_the_cap() -> None:
-    budget = BodyBudget(10_000, 10_000)
-    permit = budget.permit("a", 100, "cap", None)
-    chunks = [{"type": "http.request", "body": b"x" * 60, "more_body": True}] * 3
+    budget = BodyBudget(10**9, 10**9)
+    permit = budget.permit("a", 100 * 1024, "cap", None)
+    chunks = [{"type": "http.request", "body": b"x" * 60 * 1024, "more_body": True}] * 3
 
     async def receive() -> dict[str, object]:
         return chunks.pop()
 
     with pytest.raises(PayloadTooLarge):
         await read_body(receive, permit, budget)
-    assert permit.reserved <= 100  # never more than the cap was held
+    assert permit.reserved <= 100 * 1024  # never more than the cap was held
     budget.release(permit)
     assert budget.held == 0
 

@@ -31,8 +31,14 @@ class BodyPermit:
         self.reserved = reserved
 
 
+#: Bodies up to this size are not counted against the budget: even every in-flight slot of a
+#: tenant holding one is a few MiB, and the common small request then costs no bookkeeping.
+UNCOUNTED_BYTES = 64 * 1024
+
+
 class BodyBudget:
-    """Bytes of request bodies held at once, per tenant and in all (one replica)."""
+    """Bytes of request bodies held at once, per tenant and in all (one replica); bodies up to
+    ``UNCOUNTED_BYTES`` are not counted."""
 
     def __init__(self, total_bytes: int, tenant_bytes: int) -> None:
         self._total_limit = total_bytes
@@ -59,7 +65,7 @@ class BodyBudget:
     def grow(self, permit: BodyPermit, size: int) -> None:
         """Reserve up to ``size`` bytes for ``permit`` (a chunked body as it arrives)."""
         extra = size - permit.reserved
-        if extra <= 0:
+        if extra <= 0 or size <= UNCOUNTED_BYTES:
             return
         held = self._tenants.get(permit.tenant, 0)
         if held + extra > self._tenant_limit:
@@ -95,19 +101,30 @@ class BodyBudget:
 async def read_body(receive: Receive, permit: BodyPermit, budget: BodyBudget) -> bytes | None:
     """The whole body, within ``permit``; None when the client went away (or was cut off)."""
     message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")
-        if len(body) > permit.reserved:
-            if len(body) > permit.limit:
-                raise too_large(len(body), permit)
-            budget.grow(permit, len(body))
-        return body
-    return await _read_chunks(message, receive, permit, budget)
+    body = whole_body(message, permit, budget)
+    if body is None:
+        return await read_rest(message, receive, permit, budget)
+    return body
 
 
-async def _read_chunks(
+def whole_body(message: Message, permit: BodyPermit, budget: BodyBudget) -> bytes | None:
+    """The body when the first message carries all of it (the usual case), within ``permit``;
+    None when more is coming or the client left (``read_rest`` then takes over)."""
+    if message["type"] != "http.request" or message.get("more_body", False):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > permit.reserved:
+        if len(body) > permit.limit:
+            raise too_large(len(body), permit)
+        budget.grow(permit, len(body))
+    return body
+
+
+async def read_rest(
     message: Message, receive: Receive, permit: BodyPermit, budget: BodyBudget
 ) -> bytes | None:
+    """The body from ``message`` and the ones after it, within ``permit``; None when the
+    client went away (or was cut off)."""
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -25,7 +25,7 @@ from modelport.api.cors import CorsPolicy
 from modelport.api.errors import EndpointNotFound, MethodNotAllowed, error_response
 from modelport.api.gate import Gate
 from modelport.api.request_head import RequestHead, read_head
-from modelport.api.responses import CLOSE, common_headers, log_access, send_answer
+from modelport.api.responses import CLOSE, add_common_headers, log_access, send_answer
 from modelport.api.v2_infer import InferEndpoint, match_infer_path
 from modelport.settings import Settings
 from modelport.wiring import Services
@@ -158,7 +158,8 @@ class FrontDoor:
         return limit, reason
 
     async def _preflight(self, send: Send, head: RequestHead) -> None:
-        headers = common_headers(head.request_id, self._cors, b"")
+        headers: list[tuple[bytes, bytes]] = []
+        add_common_headers(headers, head.request_id, self._cors, b"")
         headers.extend(self._cors.preflight_headers(head.origin))
         status = 204 if self._cors.allows(head.origin) else 403
         await send_answer(send, status, headers, b"")
@@ -190,10 +191,9 @@ class _Answer:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
-            message["headers"] = [
-                *message.get("headers", []),
-                *common_headers(self._head.request_id, self._cors, self._head.origin),
-            ]
+            headers = list(message.get("headers", []))
+            add_common_headers(headers, self._head.request_id, self._cors, self._head.origin)
+            message["headers"] = headers
             if self._access_log:
                 log_access(self._head.request_id, self._method, self._path, message["status"])
         elif message["type"] == "http.response.body" and self._method == "HEAD":
@@ -207,7 +207,7 @@ class _Answer:
         status, headers, body = error_response(exc)
         if status == 500:
             log.error("request_crashed", path=self._path, exc_info=exc)
-        headers.extend(common_headers(self._head.request_id, self._cors, self._head.origin))
+        add_common_headers(headers, self._head.request_id, self._cors, self._head.origin)
         if close:
             headers.append(CLOSE)
         self.started = True

@@ -20,6 +20,16 @@ class Gate:
         self._auth = authenticator
         self._quotas = quotas
 
+    def known(self, head: RequestHead, access: Access) -> Principal | None:
+        """``admit`` without waiting, for the common case (a cached key, a tenant without a
+        rate limit): the caller, or None when ``admit`` must run. Raises what ``admit`` would
+        for a key the cache knows to be invalid or without the scope."""
+        caller = self._auth.cached(head.authorization)
+        if caller is None or caller.quotas.rate_limit_rps > 0:
+            return None
+        access.authorize(caller)
+        return caller
+
     async def admit(self, head: RequestHead, access: Access) -> Principal | None:
         """The caller of a route with ``access`` (None for a public route), or the domain error
         that refuses it: 401 without a valid key, 403 without the scope, 429 over the rate."""

@@ -1,6 +1,6 @@
 """What every answer carries, on every route: the request id, the security headers and CORS.
 
-``common_headers`` is appended to each response the server sends (the front door wraps
+``add_common_headers`` adds them to each response the server sends (the front door wraps
 FastAPI's ``send`` with it, the infer fast path appends it itself), and ``send_answer`` writes
 an answer built by hand (errors, the infer path). ``log_access`` is the access log line.
 """
@@ -37,11 +37,14 @@ class JsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def common_headers(request_id: bytes, cors: CorsPolicy, origin: bytes) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-request-id", request_id), *SECURITY_HEADERS]
+def add_common_headers(
+    headers: list[tuple[bytes, bytes]], request_id: bytes, cors: CorsPolicy, origin: bytes
+) -> None:
+    """Append what every answer carries to ``headers``."""
+    headers.append((b"x-request-id", request_id))
+    headers.extend(SECURITY_HEADERS)
     if origin:
         headers.extend(cors.response_headers(origin))
-    return headers
 
 
 async def send_answer(

@@ -2,7 +2,7 @@
 
 This is the hot path, so it skips the framework's routing, dependency injection and response
 classes, not the edge: it uses the same pieces as every other route (``read_head``,
-``Gate.admit``, the body budget and ``read_body``, ``error_response``, ``common_headers``,
+``Gate``, the body budget and its readers, ``error_response``, ``add_common_headers``,
 ``log_access``). Before the body is read it knows the caller, its scope and rate, and which
 model will serve the call, so a body larger than anything that model takes (or one for a model
 that does not exist) is refused unread. Two request headers steer routing: ``X-Model-Alias``
@@ -16,12 +16,12 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from modelport.api.access import INFER
-from modelport.api.bodies import BodyBudget, BodyPermit, inflate, read_body
+from modelport.api.bodies import BodyBudget, BodyPermit, inflate, read_rest, whole_body
 from modelport.api.cors import CorsPolicy
 from modelport.api.errors import error_response
 from modelport.api.gate import Gate
 from modelport.api.request_head import read_head
-from modelport.api.responses import CLOSE, common_headers, log_access, send_answer
+from modelport.api.responses import CLOSE, add_common_headers, log_access
 from modelport.errors import ModelportError
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate
@@ -83,18 +83,24 @@ class InferEndpoint:
         try:
             if head.problem is not None:
                 raise head.problem
-            caller = await self._gate.admit(head, INFER)
+            caller = self._gate.known(head, INFER)
+            if caller is None:
+                caller = await self._gate.admit(head, INFER)
             assert caller is not None and caller.tenant is not None  # noqa: S101 - INFER scope
             tenant = caller.tenant
             quotas = caller.quotas
-            permit = self._budget.permit(
-                tenant,
-                *await self._limit(tenant, quotas.max_body_bytes, model, version, head.alias),
-                head.content_length,
-            )
+            limit, reason = self._limit(tenant, quotas.max_body_bytes, model, version, head.alias)
+            if not limit:
+                # No version here answers for the target: say why before reading the body.
+                await self._inference.check_target(tenant, model, version, head.alias)
+                limit, reason = self._max, "MODELPORT_MAX_REQUEST_BYTES"
+            permit = self._budget.permit(tenant, limit, reason, head.content_length)
             self._quotas.enter(tenant, quotas)
             try:
-                body = await read_body(receive, permit, self._budget)
+                message = await receive()
+                body = whole_body(message, permit, self._budget)
+                if body is None:
+                    body = await read_rest(message, receive, permit, self._budget)
                 if body is None:
                     return  # the client went away, or was cut off for sending too slowly
                 read = True
@@ -149,22 +155,24 @@ class InferEndpoint:
         finally:
             if permit is not None:
                 self._budget.release(permit)
-        headers.extend(common_headers(head.request_id, self._cors, head.origin))
-        await send_answer(send, status, headers, payload)
+        add_common_headers(headers, head.request_id, self._cors, head.origin)
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
         if self._access_log:
             log_access(head.request_id, "POST", scope["path"], status)
 
-    async def _limit(
+    def _limit(
         self, tenant: str, tenant_max: int, model: str, version: str | None, alias: str | None
     ) -> tuple[int, str]:
-        """The body cap of this call and what sets it; refuses a call nothing here serves."""
+        """The body cap of this call and what sets it; 0 when no version here serves it."""
+        model_max = self._inference.body_limit(tenant, model, version, alias)
+        if not model_max:
+            return 0, ""
         limit, reason = self._max, "MODELPORT_MAX_REQUEST_BYTES"
         if tenant_max and tenant_max < limit:
             limit, reason = tenant_max, f"tenant '{tenant}''s max_body_bytes"
-        model_max = self._inference.body_limit(tenant, model, version, alias)
-        if model_max == 0:
-            await self._inference.check_target(tenant, model, version, alias)
-        elif model_max < limit:
+        if model_max < limit:
             limit = model_max
             reason = f"the most model '{model}' takes: max_batch_size rows of its inputs"
         return limit, reason

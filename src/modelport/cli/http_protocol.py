@@ -5,10 +5,10 @@ uvicorn closes an idle keep-alive connection, but waits forever for a request's 
 to finish arriving: a few hundred connections that send half a header each hold their sockets,
 and a stalled body holds its tenant's in-flight slot. Here every connection has a deadline
 while a request is arriving: its headers within ``header_timeout_s`` of its first byte (or of
-connecting), its body within ``body_timeout_s`` in all and with no pause longer than a third of
-that. One timer per process checks the deadlines each second, so a request costs no timer of
-its own. A connection past its deadline is closed: the app sees a disconnect, and frees what
-the request held.
+connecting), its body within ``body_timeout_s`` of its headers. One timer per process checks
+the deadlines each second, so a request costs no timer of its own, and a body's pieces cost
+nothing at all (the protocol's per-chunk callback is not overridden). A connection past its
+deadline is closed: the app sees a disconnect, and frees what the request held.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.deadline = 0.0
         """When the bytes being waited for must have arrived (loop time); 0: none awaited."""
-        self._body_due = 0.0
         deadlines = _deadlines.get(self.loop)
         if deadlines is None:
             deadlines = _deadlines[self.loop] = _Deadlines(self.loop)
@@ -85,13 +84,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        now = self.loop.time()
-        self._body_due = now + self.body_timeout_s
-        self.deadline = min(now + self.body_timeout_s / 3, self._body_due)
-
-    def on_body(self, body: bytes) -> None:
-        super().on_body(body)
-        self.deadline = min(self.loop.time() + self.body_timeout_s / 3, self._body_due)
+        self.deadline = self.loop.time() + self.body_timeout_s
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
