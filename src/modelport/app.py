@@ -25,6 +25,7 @@ from modelport.errors import Unavailable
 from modelport.observability.logging import configure_logging
 from modelport.settings import Settings
 from modelport.wiring import build_services
+from modelport.workers import in_process_runtime
 
 log = structlog.get_logger("modelport.app")
 
@@ -54,9 +55,13 @@ class ModelportApp:
         configure_logging(self.settings.log_level)
         services = await build_services(self.settings, server=True)
         api.state.services = services
+        # The embedded default applies its stream here; with Redis, `modelport worker` does.
+        workers = in_process_runtime(services)
         try:
             self.door = FrontDoor(api, services, self.settings)
             services.start_pipeline()
+            if workers is not None:
+                workers.start()
             if self.settings.load_models_on_start:
                 await services.start_release_workers()
                 await services.repository.load_on_start()
@@ -79,6 +84,8 @@ class ModelportApp:
             yield
         finally:
             self.door = None
+            if workers is not None:
+                await workers.close()  # the batches in hand finish; the rest stay pending
             await services.close()
             log.info("server_stopped")
 

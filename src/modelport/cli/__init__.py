@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import catalog, demo, features, models, releases, serve, tenants
+from modelport.cli import catalog, demo, events, features, models, releases, serve, tenants, worker
 
 app = typer.Typer(
     name="modelport",
@@ -19,9 +19,11 @@ app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")
 app.add_typer(features.features_app, name="features")
 app.add_typer(catalog.catalog_app, name="catalog")
+app.add_typer(events.events_app, name="events")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("migrate")(serve.migrate_command)
+app.command("worker")(worker.worker)
 
 
 def main() -> None:
