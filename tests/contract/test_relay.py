@@ -15,7 +15,9 @@ from modelport.stores.leases import LeaseStore
 from modelport.stores.outbox import CATALOG, EVENTS, Outbox, enqueue
 from modelport.stores.sql import create_engine
 from modelport.stores.streams import Message
+from modelport.stores.streams_redis import RedisStream
 from modelport.stores.streams_sql import SqlStream
+from redis_process import free_port, redis_server
 
 
 class Rollback(Exception):
@@ -52,6 +54,14 @@ def tenant() -> str:
 async def commit(engine: AsyncEngine, tenant: str, topic: str, *keys: str) -> None:
     async with engine.begin() as conn:
         await enqueue(conn, tenant, topic, [(key, {"key": key}) for key in keys])
+
+
+async def published(relay: Relay, count: int) -> None:
+    """Wait (at most 5 s) until the running ``relay`` has published and deleted ``count``."""
+    for _ in range(100):
+        if relay.published >= count:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def everything(stream: SqlStream, topic: str, tenant: str) -> list[Message]:
@@ -120,11 +130,7 @@ async def test_the_running_relay_publishes_what_commits_without_being_asked(
         await commit(engine, tenant, EVENTS, "e1")
         relay.nudge()
         got = await stream.read(EVENTS, group, "w", 10, 5.0)
-        # Published, then deleted from the outbox.
-        for _ in range(100):
-            if await drained.size() == 0:
-                break
-            await asyncio.sleep(0.05)
+        await published(relay, 1)
     finally:
         await relay.close()
 
@@ -180,3 +186,26 @@ async def test_the_relay_trims_what_every_group_has_acknowledged(
 
     assert [m.key for m in await stream.read(topic, "late", "w", 10, 0)] == ["e3"]
     assert await stream.lag(topic, "features") == 1
+
+
+@pytest.mark.integration
+async def test_while_the_stream_is_down_rows_wait_in_the_outbox_and_go_out_when_it_returns(
+    engine: AsyncEngine, drained: Outbox, tenant: str
+) -> None:
+    port = free_port()
+    stream = RedisStream.from_url(f"redis://127.0.0.1:{port}/0")
+    relay = Relay(drained, stream, batch_size=100, interval_s=0.05)
+    await commit(engine, tenant, EVENTS, "e1", "e2")
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)  # a few rounds against a Redis that is not there
+        assert await drained.size() == 2
+        with redis_server(port):
+            await published(relay, 2)
+            got = await stream.read(EVENTS, "features", "w", 10, 0)
+    finally:
+        await relay.close()
+        await stream.close()
+
+    assert [(m.tenant, m.key) for m in got] == [(tenant, "e1"), (tenant, "e2")]
+    assert await drained.size() == 0
