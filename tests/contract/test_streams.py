@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -13,11 +14,13 @@ from contextlib import asynccontextmanager
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from modelport.stores.sql import create_engine
 from modelport.stores.streams import Message, Outgoing, Stream
 from modelport.stores.streams_redis import RedisStream
 from modelport.stores.streams_sql import SqlStream
+from redis_process import free_port, redis_server
 from required_services import service_missing
 
 from .conftest import postgres_database, sqlite_database
@@ -417,3 +420,31 @@ async def test_trim_deletes_only_what_every_group_has_acknowledged(
     assert await stream.lag(topic, "g1") == 1
     assert keys_of(await read_all(stream, topic, "g2", "w1")) == ["d"]
     assert keys_of(await read_all(stream, topic, "another", "w1")) == ["d"]
+
+
+# --------------------------------------------------------------------------- Redis only
+
+
+@pytest.mark.integration
+async def test_a_hung_redis_fails_commands_after_the_timeout_instead_of_holding_them() -> None:
+    port = free_port()
+    with redis_server(port) as process:
+        stream = RedisStream.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+        try:
+            await stream.publish("t", outgoing("acme", "a"))
+            assert keys_of(await stream.read("t", "g", "w1", 10, 0)) == ["a"]
+            started = time.monotonic()
+            # A wait longer than the socket allows is shortened rather than failed.
+            assert await stream.read("t", "g", "w1", 10, 5.0) == []
+            assert time.monotonic() - started < 2.0
+
+            process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(RedisTimeout):
+                    await stream.publish("t", outgoing("acme", "b"))
+                assert time.monotonic() - started < 10.0
+            finally:
+                process.send_signal(signal.SIGCONT)
+        finally:
+            await stream.close()

@@ -67,17 +67,33 @@ def _dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
 
 
 class RedisStream:
-    def __init__(self, redis: Redis, *, prefix: str = "mp:s", owned: bool = False) -> None:
-        """``redis`` must decode responses (``decode_responses=True``) and have no socket
-        timeout shorter than the longest ``block_s`` of a read."""
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "mp:s",
+        owned: bool = False,
+        max_block_s: float | None = None,
+    ) -> None:
+        """``redis`` must decode responses (``decode_responses=True``); a read waits at most
+        ``max_block_s``, which must stay under its socket timeout."""
         self._redis = redis
         self._prefix = prefix
         self._owned = owned
+        self._max_block_s = max_block_s
         self._groups: set[tuple[str, str]] = set()
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "mp:s") -> RedisStream:
-        return cls(Redis.from_url(url, decode_responses=True), prefix=prefix, owned=True)
+    def from_url(cls, url: str, *, prefix: str = "mp:s", timeout_s: float = 30.0) -> RedisStream:
+        """A client of its own; a Redis that hangs fails a command after ``timeout_s``
+        (the relay and the workers retry) instead of holding it forever."""
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=min(timeout_s, 5.0),
+        )
+        return cls(client, prefix=prefix, owned=True, max_block_s=timeout_s / 2)
 
     def topic_key(self, topic: str) -> str:
         return f"{self._prefix}:{topic}"
@@ -100,6 +116,8 @@ class RedisStream:
         self, topic: str, group: str, consumer: str, count: int, block_s: float
     ) -> list[Message]:
         key = self.topic_key(topic)
+        if self._max_block_s is not None:
+            block_s = min(block_s, self._max_block_s)
         # BLOCK 0 would wait forever: a read that must not wait leaves BLOCK out.
         block = max(1, int(block_s * 1000)) if block_s > 0 else None
         await self._ensure_group(topic, group)
