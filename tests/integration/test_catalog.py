@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ from sqlalchemy import select
 from modelport.stores.sql import create_engine
 from modelport.stores.sql.schema import outbox, stream_messages
 
-from .conftest import BACKENDS, Server, registry_url, running_server
+from .conftest import BACKENDS, PYTHON, Server, modelport_env, registry_url, run_cli, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -246,6 +248,8 @@ def test_an_import_answers_per_line_and_a_bad_line_stops_nothing(http: httpx.Cli
     assert by_line[6] == {"line": 6, "id": "imp-1", "status": "updated", "version": 2}
     assert "id: Field required" in by_line[7]["reason"]
 
+    empty = http.post(IMPORT, content=b"\n \n")
+    assert empty.status_code == 400 and "no product" in empty.json()["error"]
     assert http.get(f"{PRODUCTS}/imp-1").json()["title"] == "one, again"
     assert http.get(f"{PRODUCTS}/imp-2").status_code == 404
     assert http.get(f"{PRODUCTS}/imp-3").json()["title"] == "three"
@@ -401,6 +405,58 @@ def test_listing_filters_by_category_brand_price_availability_and_time(http: htt
         ({"limit": 5000}, "limit"),
         ({"availability": "sold"}, "availability"),
         ({"category": "Garden > > Tools"}, "empty level"),
+        ({"categroy": "Garden"}, "unknown query parameter 'categroy'"),
+        ({"updated_since": "yesterday"}, "updated_since: an ISO-8601 time"),
     ):
         answer = http.get(PRODUCTS, params=params)
         assert answer.status_code == 400 and expected in answer.json()["error"], answer.text
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_imports_a_file_directly_or_through_the_server_and_reports_bad_lines(
+    server: Server, http: httpx.Client, tmp_path: Path
+) -> None:
+    source = tmp_path / "products.ndjson"
+    source.write_bytes(
+        ndjson(
+            [
+                {"id": "cli-1", **product("one")},
+                {"id": "cli-2", **product("two", images=["ftp://x/y.jpg"])},
+                {"id": "cli-3", **product("three")},
+            ]
+        )
+    )
+    direct = run_cli(
+        server.workdir, server.database_url, "catalog", "import", str(source),
+        "--chunk-lines", "2", "--report", str(tmp_path / "report.ndjson"), check=False,
+    )  # fmt: skip
+    assert direct.returncode == 1, direct.stdout + direct.stderr
+    assert "2 created, 0 updated, 0 unchanged, 1 failed" in direct.stdout
+    assert "line 2: images.0: an image is an https:// URL" in direct.stdout
+    report = [json.loads(line) for line in (tmp_path / "report.ndjson").read_text().splitlines()]
+    assert [(r["line"], r["status"]) for r in report] == [
+        (1, "created"), (2, "failed"), (3, "created"),
+    ]  # fmt: skip
+    assert http.get(f"{PRODUCTS}/cli-3").json()["title"] == "three"
+
+    key_file = tmp_path / "key"
+    key_file.write_text(server.key)
+    config = tmp_path / "cli.json"
+    config.write_text(
+        json.dumps({"tenant": "acme", "server": server.base_url, "key_file": str(key_file)})
+    )
+    source.write_bytes(ndjson([{"id": "cli-1", **product("one, renamed")}]))
+    env = {
+        **modelport_env(server.workdir, server.database_url),
+        "MODELPORT_CLI_CONFIG": str(config),
+    }
+    for _ in range(2):  # the second run is answered from the first (its Idempotency-Key)
+        through = subprocess.run(
+            [PYTHON, "-m", "modelport", "catalog", "import", str(source), "--server"],
+            cwd=server.workdir, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert through.returncode == 0, through.stdout + through.stderr
+        assert "0 created, 1 updated, 0 unchanged, 0 failed" in through.stdout
+    assert http.get(f"{PRODUCTS}/cli-1").json()["version"] == 2

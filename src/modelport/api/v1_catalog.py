@@ -28,6 +28,7 @@ from modelport.errors import InvalidInput
 from modelport.services.catalog import MAX_IMPORT_LINES, MAX_PAGE
 from modelport.services.product_input import (
     SKU_HELP,
+    SKU_PATTERN,
     Availability,
     PriceIn,
     ProductIn,
@@ -41,7 +42,14 @@ router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 ServicesDep = Annotated[Services, Depends(services)]
 
 ProductId = Annotated[
-    str, Path(min_length=1, max_length=128, description=f"The product's id (SKU): {SKU_HELP}.")
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        description=f"The product's id (SKU): {SKU_HELP}.",
+        # In the schema only: the route checks it itself, with a message that says the rule.
+        json_schema_extra={"pattern": f"^{SKU_PATTERN}$"},
+    ),
 ]
 IfMatchHeader = Annotated[
     str | None,
@@ -55,6 +63,20 @@ IfNoneMatchHeader = Annotated[
     Header(alias="If-None-Match", description="304 while the product is at this ETag."),
 ]
 _ETAG = re.compile(r'^(W/)?"([^"]*)"$')
+_LIST_PARAMETERS = frozenset(
+    {
+        "cursor",
+        "limit",
+        "category",
+        "brand",
+        "min_price",
+        "max_price",
+        "currency",
+        "availability",
+        "updated_since",
+        "include_deleted",
+    }
+)
 
 
 class ProductOut(BaseModel):
@@ -175,6 +197,7 @@ async def delete_product(
     response_model=PageOut,
 )
 async def list_products(
+    request: Request,
     svc: ServicesDep,
     tenant: ReadTenant,
     cursor: Annotated[
@@ -197,18 +220,29 @@ async def list_products(
         list[Availability] | None, Query(description="Any of these (repeat the parameter).")
     ] = None,
     updated_since: Annotated[
-        dt.datetime | None,
-        Query(description="Only products changed at or after this time (ISO-8601)."),
+        str | None,
+        Query(
+            max_length=64,
+            description="Only products changed at or after this time (ISO-8601; UTC if it "
+            "names no offset).",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
     include_deleted: Annotated[
         bool, Query(description="Include tombstones of deleted products (for sync).")
     ] = False,
 ) -> JsonResponse:
+    unknown = sorted(set(request.query_params) - _LIST_PARAMETERS)
+    if unknown:
+        # A misspelt filter would otherwise list everything, silently.
+        raise InvalidInput(
+            f"unknown query parameter {unknown[0]!r}; the filters are "
+            + ", ".join(sorted(_LIST_PARAMETERS))
+        )
     levels = tuple(level.strip() for level in category.split(">")) if category else ()
     if any(not level for level in levels):
         raise InvalidInput(f"category {category!r} has an empty level; e.g. Home > Kitchen")
-    if updated_since is not None and updated_since.tzinfo is None:
-        updated_since = updated_since.replace(tzinfo=dt.UTC)
+    since = None if updated_since is None else _time(updated_since)
     filters = Filters(
         category=levels,
         brand=brand,
@@ -216,7 +250,7 @@ async def list_products(
         max_price=max_price,
         currency=currency,
         availability=tuple(availability or ()),
-        updated_since=updated_since,
+        updated_since=since,
         include_deleted=include_deleted,
     )
     page = await svc.catalog.list(tenant, filters, cursor, limit)
@@ -269,6 +303,16 @@ def _sku(product_id: str) -> str:
         raise InvalidInput(f"product_id: {exc}") from None
 
 
+def _time(raw: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"updated_since: an ISO-8601 time such as 2026-12-01T00:00:00Z; got {raw!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 def _etag(product: Product) -> str:
     return f'"{product.version}"'
 
@@ -291,8 +335,8 @@ def _tags(header: str) -> list[tuple[bool, str]]:
 
 def _if_match(header: str | None) -> IfMatch | None:
     """If-Match compares strongly: a weak tag never matches."""
-    if header is None:
-        return None
+    if header is None or not header.strip():
+        return None  # an empty header names no precondition
     tags = _tags(header)
     versions = frozenset(int(t) for weak, t in tags if not weak and t.isdigit() and len(t) < 10)
     return IfMatch(versions, any=any(t == "*" for _, t in tags))

@@ -155,6 +155,10 @@ class CatalogService:
                 await self._flush(tenant, chunk, report)
             chunk[line.id] = (number, fields_of(line))
         await self._flush(tenant, chunk, report)
+        if not report.results:
+            raise InvalidInput(
+                "the body holds no product: send NDJSON, one product with its id per line"
+            )
         report.results.sort(key=lambda r: int(r["line"]))
         return report
 

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -38,7 +39,8 @@ MAX_IMAGES = 16
 MAX_URL = 2048
 MAX_AMOUNT = 10**15
 
-_SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~@+\-]{0,127}")
+SKU_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:~@+\-]{0,127}"
+_SKU = re.compile(SKU_PATTERN)
 SKU_HELP = "1-128 letters, digits or . _ : ~ @ + -, starting with a letter or digit"
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -100,8 +102,20 @@ def _attribute_name(value: str) -> str:
 
 
 Sku = Annotated[str, AfterValidator(check_sku)]
-Level = Annotated[str, StringConstraints(max_length=MAX_LEVEL), AfterValidator(_level)]
-ImageUrl = Annotated[str, StringConstraints(max_length=MAX_URL), AfterValidator(_https)]
+# The patterns below only describe the rules in the JSON schema; the validators check them
+# and say what is wrong.
+Level = Annotated[
+    str,
+    StringConstraints(max_length=MAX_LEVEL),
+    AfterValidator(_level),
+    WithJsonSchema({"type": "string", "maxLength": MAX_LEVEL, "pattern": r"^[^>]*\S[^>]*$"}),
+]
+ImageUrl = Annotated[
+    str,
+    StringConstraints(max_length=MAX_URL),
+    AfterValidator(_https),
+    WithJsonSchema({"type": "string", "maxLength": MAX_URL, "pattern": r"^https://\S+$"}),
+]
 AttributeName = Annotated[str, AfterValidator(_attribute_name)]
 AttributeText = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_TEXT)]
 AttributeValue = (
@@ -120,9 +134,11 @@ class _Strict(BaseModel):
 
 class PriceIn(_Strict):
     amount: int = Field(ge=0, le=MAX_AMOUNT, description="In minor units (cents): 1999 is 19.99.")
-    currency: Annotated[str, AfterValidator(_currency)] = Field(
-        description="ISO 4217 code, e.g. EUR.", examples=["EUR"]
-    )
+    currency: Annotated[
+        str,
+        AfterValidator(_currency),
+        WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$"}),
+    ] = Field(description="ISO 4217 code, e.g. EUR.", examples=["EUR"])
 
 
 class ProductIn(_Strict):
@@ -140,6 +156,7 @@ class ProductIn(_Strict):
         default_factory=dict,
         max_length=MAX_ATTRIBUTES,
         description="Typed attributes: string, number, boolean or a list of strings.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{_ATTRIBUTE_NAME.pattern}$"}},
     )
     price: PriceIn | None = None
     availability: Availability = "in_stock"
