@@ -112,7 +112,9 @@ def intake(
         return await harness.issue_key(services, ["write", "read"])
 
     key = harness.in_registry(workdir, setup)
-    server = start_modelport(procs, workdir, tenant_key=key, name="modelport", **settings)
+    server = start_modelport(
+        procs, workdir, tenant_key=key, ready_path="/v2/health/live", **settings
+    )
     try:
         before = accepted(workdir)
         result = run_wrk(

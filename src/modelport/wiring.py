@@ -273,7 +273,8 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         features=features,
         stream=stream,
         events=EventService(
-            EventStore(engine),
+            # Accepted events wake the relay: published at once, not at its next interval.
+            EventStore(engine, on_commit=None if relay is None else relay.nudge),
             EventLimits(
                 max_age_s=settings.event_max_age_s,
                 max_future_s=settings.event_max_future_s,

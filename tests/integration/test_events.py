@@ -9,6 +9,7 @@ and export through ``modelport events export``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
@@ -57,6 +58,7 @@ def database(
 async def pipeline(database: tuple[Path, str], **settings: Any) -> AsyncIterator[Services]:
     base = settings_for(*database)
     services = await build_services(base.model_copy(update=settings))
+    await drain_outbox(database[1])  # what earlier tests left
     try:
         yield services
     finally:
@@ -109,7 +111,6 @@ async def test_a_batch_answers_accepted_duplicates_and_rejected_with_reasons(
 ) -> None:
     url = database[1]
     async with pipeline(database) as services:
-        await drain_outbox(url)
         first = await services.events.ingest(
             TENANT,
             {
@@ -139,6 +140,27 @@ async def test_a_batch_answers_accepted_duplicates_and_rejected_with_reasons(
     messages = await drain_outbox(url)
     assert sorted(m.key for m in messages) == [f"{TENANT}:a1", f"{TENANT}:a3", f"{TENANT}:a5"]
     assert await count(url, events_table, events_table.c.tenant == TENANT) == 3
+
+
+async def test_concurrent_batches_commit_together_and_a_shared_id_is_accepted_once(
+    database: tuple[Path, str],
+) -> None:
+    url = database[1]
+    async with pipeline(database) as services:
+        batches = [
+            {"events": [ev(f"c{n}-{i}", user_id="u", item_ids=["p"]) for i in range(50)]}
+            for n in range(8)
+        ]
+        # Two clients retry one event at the same time, inside concurrent batches.
+        for batch in batches[:2]:
+            batch["events"].append(ev("shared-retry", user_id="u", item_ids=["p"]))
+        results = await asyncio.gather(*(services.events.ingest("group", b) for b in batches))
+    accepted = [e for r in results for e in r.accepted]
+    assert len(accepted) == len(set(accepted)) == 8 * 50 + 1
+    assert sum(r.duplicates.count("shared-retry") for r in results) == 1
+    messages = await drain_outbox(url)
+    assert sorted(m.key for m in messages) == sorted(f"group:{e}" for e in accepted)
+    assert await count(url, events_table, events_table.c.tenant == "group") == 8 * 50 + 1
 
 
 async def test_the_same_event_id_in_another_tenant_is_its_own_event(
@@ -184,7 +206,6 @@ async def test_consumed_events_become_features_readable_per_user_and_item(
     database: tuple[Path, str],
 ) -> None:
     url, now = database[1], time.time()
-    await drain_outbox(url)
     async with pipeline(database) as services:
         batch = [
             ev("f1", "view", at=now - 300, user_id="ann", session_id="s1", item_ids=["p1"]),
@@ -240,7 +261,6 @@ async def test_consumed_events_become_features_readable_per_user_and_item(
 
 async def test_a_redelivered_batch_applies_nothing_twice(database: tuple[Path, str]) -> None:
     url, now = database[1], time.time()
-    await drain_outbox(url)
     async with pipeline(database) as services:
         batch = [
             ev(f"x{i}", "view", at=now - 100 + i, user_id=f"u{i % 3}", session_id=f"s{i % 3}",
@@ -268,7 +288,6 @@ async def test_a_tenants_features_are_invisible_to_another_tenant(
     database: tuple[Path, str],
 ) -> None:
     url = database[1]
-    await drain_outbox(url)
     async with pipeline(database) as services:
         await services.events.ingest(
             "owner", {"events": [ev("o1", user_id="ann", item_ids=["p1"])]}
