@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -40,6 +41,7 @@ from modelport.stores.sql.schema import processed_messages
 from modelport.stores.streams import Outgoing
 from modelport.stores.streams_redis import RedisStream
 from modelport.wiring import build_services
+from redis_process import free_port
 from required_services import service_missing
 
 from .crash_consumer import GROUP, keys
@@ -52,7 +54,7 @@ REPORT = os.environ.get("MODELPORT_CRASH_REPORT")
 KILLS = 10
 POISON = 7
 ITEMS = 500
-FEATURE_EVENTS = int(os.environ.get("MODELPORT_CRASH_FEATURE_EVENTS", "3000"))
+FEATURE_EVENTS = int(os.environ.get("MODELPORT_CRASH_FEATURE_EVENTS", "20000"))
 FEATURE_ITEMS = 40
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -323,3 +325,55 @@ async def test_the_feature_consumer_killed_ten_times_counts_every_event_once(
         await engine.dispose()
         with contextlib.suppress(Exception):
             await _forget(redis, prefix)
+
+
+async def test_a_worker_reports_what_it_applied_retried_and_gave_up_on(
+    redis: Redis, tmp_path: Path
+) -> None:
+    topic = f"metrics{secrets.token_hex(4)}"
+    prefix = f"mp:test:crash:{secrets.token_hex(4)}"
+    tenant = f"acme-{secrets.token_hex(4)}"
+    port = free_port()
+    workers = Workers(
+        tmp_path,
+        prefix,
+        "--no-builtin",
+        "--consumer",
+        "crash_consumer:make",
+        CRASH_TEST_TOPIC=topic,
+        CRASH_TEST_PREFIX=prefix,
+        MODELPORT_WORKER_METRICS_PORT=str(port),
+    )
+    stream = RedisStream(redis, prefix=f"{prefix}:s")
+    await stream.publish(
+        topic,
+        [
+            Outgoing(tenant, "e0", {"item": 1}),
+            Outgoing(tenant, "e1", {"poison": True}),
+            Outgoing(tenant, "e2", {"item": 2}),
+        ],
+    )
+    worker = await workers.start()
+    labels = f'group="{GROUP}",topic="{topic}"'
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 30
+            while True:
+                assert worker.returncode is None, workers.tail()
+                assert time.monotonic() < deadline, workers.tail()
+                with contextlib.suppress(httpx.TransportError):
+                    text = (await http.get("/metrics")).text
+                    # The lag is read every 5 s: wait until it saw the drained group.
+                    if f"modelport_stream_lag{{{labels}}} 0.0" in text:
+                        break
+                await asyncio.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 15)
+        with contextlib.suppress(Exception):
+            await _forget(redis, prefix)
+    assert f"modelport_stream_processed_total{{{labels}}} 2.0" in text
+    assert f"modelport_stream_dead_letters_total{{{labels}}} 1.0" in text
+    # The failed batch, then e1's first and second tries alone (max_attempts is 3).
+    assert f"modelport_stream_retries_total{{{labels}}} 3.0" in text
+    assert f"modelport_stream_freshness_seconds_count{{{labels}}} 2.0" in text

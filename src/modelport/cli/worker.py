@@ -59,7 +59,12 @@ async def _run(settings: Settings, specs: list[str], *, builtin: bool, name: str
             raise typer.BadParameter("no consumers to run", param_hint="--consumer")
         runtime = worker_runtime(services.stream, consumers, services, name)
         if settings.worker_metrics_port:
-            start_http_server(settings.worker_metrics_port, registry=services.metrics.registry)
+            # On MODELPORT_HOST (loopback by default): unauthenticated, unlike the server's.
+            start_http_server(
+                settings.worker_metrics_port,
+                addr=settings.host,
+                registry=services.metrics.registry,
+            )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, runtime.stop)
