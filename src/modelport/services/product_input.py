@@ -43,6 +43,7 @@ SKU_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:~@+\-]{0,127}"
 _SKU = re.compile(SKU_PATTERN)
 SKU_HELP = "1-128 letters, digits or . _ : ~ @ + -, starting with a letter or digit"
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_HTTPS = re.compile(r"https://\S+")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 
 
@@ -78,11 +79,7 @@ def _level(value: str) -> str:
 
 
 def _https(value: str) -> str:
-    if (
-        not value.startswith("https://")
-        or len(value) <= len("https://")
-        or any(c.isspace() for c in value)
-    ):
+    if not _HTTPS.fullmatch(value):
         raise PydanticCustomError(
             "https_url",
             "an image is an https:// URL without spaces; got {got}",
