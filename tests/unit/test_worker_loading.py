@@ -1,0 +1,70 @@
+"""Which consumers a worker runs, and where: ``--consumer module:factory`` and the in-process
+default of the embedded server."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from modelport.settings import Settings
+from modelport.stores.streams import Message
+from modelport.workers import load_consumers, runs_in_process
+
+
+class Echo:
+    topic = "events"
+    group = "echo"
+
+    async def handle(self, messages: list[Message]) -> None:
+        return None
+
+
+def one(services: object) -> Echo:
+    return Echo()
+
+
+def two(services: object) -> list[Echo]:
+    return [Echo(), Echo()]
+
+
+def not_a_consumer(services: object) -> object:
+    return object()
+
+
+NOT_CALLABLE = 3
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+def test_a_factory_gives_one_consumer_or_several() -> None:
+    assert [type(c) for c in load_consumers(f"{__name__}:one", object())] == [Echo]  # type: ignore[arg-type]
+    assert len(load_consumers(f"{__name__}:two", object())) == 2  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        (f"{__name__}", "module:function"),
+        (f"{__name__}:missing", "no callable 'missing'"),
+        (f"{__name__}:NOT_CALLABLE", "no callable 'NOT_CALLABLE'"),
+        (f"{__name__}:not_a_consumer", "not a consumer"),
+    ],
+)
+def test_a_bad_factory_is_refused_naming_what_is_wrong(spec: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        load_consumers(spec, object())  # type: ignore[arg-type]
+
+
+def test_a_missing_module_is_an_import_error() -> None:
+    with pytest.raises(ImportError):
+        load_consumers("modelport_no_such_module:make", object())  # type: ignore[arg-type]
+
+
+def test_the_server_applies_events_itself_only_without_redis_unless_told() -> None:
+    redis = SecretStr("redis://127.0.0.1:6379/0")
+    assert runs_in_process(settings()) is True
+    assert runs_in_process(settings(redis_url=redis)) is False
+    assert runs_in_process(settings(redis_url=redis, workers_in_process=True)) is True
+    assert runs_in_process(settings(workers_in_process=False)) is False
