@@ -277,3 +277,23 @@ async def test_metrics_count_applied_retried_and_dead_messages_and_the_lag(
 
 def _sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_freshness_runs_from_when_the_event_was_accepted(
+    stream: SqlStream, topic: str
+) -> None:
+    # The event intake stamps accepted_at; the wait in the outbox and the stream counts.
+    metrics = Metrics()
+    consumer = Counting(topic)
+    accepted = time.time() - 3.0
+    await stream.publish(topic, [Outgoing(TENANT, "e0", {"item": "e0", "accepted_at": accepted})])
+    worker = runtime(stream, consumer, metrics=metrics)
+    worker.start()
+    try:
+        await until(lambda: _lag_is(stream, consumer, 0))
+    finally:
+        await worker.close()
+    labels = {"topic": topic, "group": "counting"}
+    bucket = "modelport_stream_freshness_seconds_bucket"
+    assert _sample(metrics, bucket, {**labels, "le": "2.5"}) == 0
+    assert _sample(metrics, bucket, {**labels, "le": "5.0"}) == 1

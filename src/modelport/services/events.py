@@ -127,7 +127,8 @@ class EventService:
             row["tenant"] = tenant
             row["received_at"] = received
             rows.append(row)
-            payloads.append(payload)
+            # When it was accepted: the workers' freshness metric runs from here.
+            payloads.append({**payload, "accepted_at": at})
         new = await self._store.append(tenant, rows, payloads)
         for row in rows:
             (result.accepted if row["event_id"] in new else result.duplicates).append(
