@@ -127,6 +127,9 @@ class WorkerRuntime:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._claim_idle_s = claim_idle_s
+        self._claim_every_s = min(claim_idle_s / 4, 5.0)
+        # Per (topic, group): when to look for stale messages next.
+        self._claim_due: dict[tuple[str, str], float] = {}
         self._block_s = block_s
         self._lag_interval_s = lag_interval_s
         self._metrics = metrics
@@ -203,9 +206,16 @@ class WorkerRuntime:
                 await self._pause(backoff_s(failures, self._backoff_base_s, self._backoff_max_s))
 
     async def _next_batch(self, consumer: Consumer) -> list[Message]:
+        # A message becomes stale only after claim_idle_s: looking a few times per period is
+        # enough (on the SQL stream each look is a write), except right after a full claim.
+        where = (consumer.topic, consumer.group)
+        if time.monotonic() < self._claim_due.get(where, 0.0):
+            return await self._read(consumer)
         stale = await self._stream.claim_stale(
             consumer.topic, consumer.group, self.name, self._claim_idle_s, self._batch_size
         )
+        full = len(stale) == self._batch_size
+        self._claim_due[where] = 0.0 if full else time.monotonic() + self._claim_every_s
         if stale:
             log.info(
                 "worker_claimed_stale",
@@ -215,6 +225,9 @@ class WorkerRuntime:
                 messages=len(stale),
             )
             return stale
+        return await self._read(consumer)
+
+    async def _read(self, consumer: Consumer) -> list[Message]:
         return await self._stream.read(
             consumer.topic, consumer.group, self.name, self._batch_size, self._block_s
         )
