@@ -1,5 +1,6 @@
-"""``modelport events dlq list|replay|drop`` on both streams (the embedded SQL one and Redis):
-an operator sees, replays and drops one tenant's dead letters, and never another's."""
+"""``modelport events dlq list|replay|drop`` on both streams (the embedded SQL one, on SQLite
+and PostgreSQL, and Redis): an operator sees, replays and drops one tenant's dead letters, and
+never another's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +24,8 @@ from modelport.stores.streams_redis import RedisStream
 from modelport.stores.streams_sql import SqlStream
 from required_services import service_missing
 
+from .conftest import registry_url
+
 pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -30,12 +34,18 @@ GROUP = "features"
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["sql", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "redis"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    database = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
-    asyncio.run(migrate(database))
+    with ExitStack() as stack:
+        backend = "postgres" if request.param == "postgres" else "sqlite"
+        database = registry_url(backend, tmp_path, stack, request)
+        asyncio.run(migrate(database))
+        yield from _env(request.param, database)
+
+
+def _env(kind: str, database: str) -> Iterator[dict[str, str]]:
     values = {"MODELPORT_DATABASE_URL": database, "MODELPORT_LOG_LEVEL": "WARNING"}
-    if request.param == "sql":
+    if kind != "redis":
         yield values
         return
     prefix = f"mp:test:dlq:{secrets.token_hex(4)}"
