@@ -460,3 +460,11 @@ def test_the_cli_imports_a_file_directly_or_through_the_server_and_reports_bad_l
         assert through.returncode == 0, through.stdout + through.stderr
         assert "0 created, 1 updated, 0 unchanged, 0 failed" in through.stdout
     assert http.get(f"{PRODUCTS}/cli-1").json()["version"] == 2
+
+
+def test_the_demo_loads_its_catalog_once(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    first = run_cli(tmp_path, db, "demo", "--no-serve")
+    assert "registered demo catalog (3000 products)" in first.stdout, first.stdout
+    again = run_cli(tmp_path, db, "demo", "--no-serve")
+    assert "catalog" not in again.stdout.split("modelport serving")[0], again.stdout
