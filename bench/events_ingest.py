@@ -130,6 +130,7 @@ def intake(
 
 def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     points: list[dict[str, Any]] = []
     for run in range(args.runs):
         tag = f"r{run}-{secrets.token_hex(3)}"
@@ -161,6 +162,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
             "cpu_model": harness.cpu_model(),
             "python": platform.python_version(),
             "redis_py": harness.package_version("redis"),
+            "load_average_at_start": load_at_start,
         },
         "settings": {
             k: getattr(args, k)
@@ -179,7 +181,9 @@ def render(result: dict[str, Any]) -> str:
         "# Event intake",
         "",
         f"`{result['command']}`, started {result['started']} on "
-        f"{result['machine']['usable_cpus']} CPUs ({result['machine']['cpu_model']}).",
+        f"{result['machine']['usable_cpus']} CPUs ({result['machine']['cpu_model']}), load "
+        f"average {result['machine']['load_average_at_start']} at the start (other work on the "
+        "machine takes CPU from every point alike).",
         "",
         f"`POST /v1/events` with batches of {settings['batch']} events at "
         f"-c{settings['connections']} for {settings['seconds']} s, against redis-py pipelined "
