@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from modelport.services.features import EntityFeatures
 from modelport.stores.outbox import EVENTS, Outbox
 from modelport.stores.sql import create_engine
+from modelport.stores.sql.schema import event_feature_state, processed_messages
 from modelport.stores.sql.schema import events as events_table
-from modelport.stores.sql.schema import processed_messages
 from modelport.stores.streams import Message
 from modelport.wiring import Services, build_services
 from modelport.workers.features import FeatureConsumer
@@ -282,6 +282,33 @@ async def test_a_redelivered_batch_applies_nothing_twice(database: tuple[Path, s
         assert values(await services.features.get_features("once", refs, items)) == first
         assert sum(v["item_popularity:views_total"] for v in first) == 30
         assert await count(url, processed_messages, processed_messages.c.key.like("once:%")) == 30
+
+
+async def test_idle_sessions_are_forgotten_and_the_features_stay(
+    database: tuple[Path, str],
+) -> None:
+    url, now = database[1], time.time()
+    async with pipeline(database, event_session_window_s=60.0) as services:
+        batch = [
+            ev("i1", "view", at=now - 30, session_id="idle", item_ids=["a"]),
+            ev("i2", "view", at=now - 20, session_id="idle", item_ids=["b"]),
+        ]
+        await services.events.ingest("idle", {"events": batch})
+        await FeatureConsumer(services.event_features).handle(await drain_outbox(url))
+        sessions = event_feature_state.c.kind == "session"
+        assert await count(url, event_feature_state, sessions, tenant_is("idle")) == 1
+        # Not yet idle for twice the window: kept.
+        assert await services.event_features.purge_sessions(now=time.time() + 60) == 0
+        assert await services.event_features.purge_sessions(now=time.time() + 121) >= 1
+        assert await count(url, event_feature_state, sessions, tenant_is("idle")) == 0
+        co = await services.features.get_features(
+            "idle", ["item_cooccurrence:co_view"], {"item": ["a"]}
+        )
+        assert json.loads(values(co)[0]["item_cooccurrence:co_view"]) == {"b": 1}
+
+
+def tenant_is(tenant: str) -> Any:
+    return event_feature_state.c.tenant == tenant
 
 
 async def test_a_tenants_features_are_invisible_to_another_tenant(

@@ -54,6 +54,8 @@ _COOCCURRING = {"view": "v", "purchase": "p"}
 #: Distinct items a session remembers per kind (views, purchases) for co-occurrence.
 SESSION_ITEMS = 50
 VIEW_TTL_S = 30 * 86_400.0
+SESSION_PURGE_EVERY_S = 60.0
+SESSION_PURGE_CHUNK = 5000
 ACTOR = "modelport:events"
 
 VIEWS: dict[str, tuple[str, tuple[FeatureSpec, ...]]] = {
@@ -104,6 +106,7 @@ class EventFeatures:
         self._features = features
         self._config = config or EventFeatureConfig()
         self._views: dict[tuple[str, str], FeatureView] = {}
+        self._next_purge = 0.0
 
     async def apply(self, group: str, messages: list[Message]) -> None:
         if not messages:
@@ -124,6 +127,16 @@ class EventFeatures:
         # Redeliveries write their entities' aggregates again (see the module docstring).
         again = set(_first_keys(old)) | set(_partner_keys(old, states))
         await self._project({k: s for k, s in states.items() if k in changed or k in again})
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + SESSION_PURGE_EVERY_S
+            await self.purge_sessions()
+
+    async def purge_sessions(self, now: float | None = None) -> int:
+        """Forget (at most 5,000) sessions without events for twice the session window: they
+        can pair no new item. Run by the consumer itself once a minute."""
+        at = time.time() if now is None else now
+        idle = 2 * self._config.session_window_s
+        return await self._states.purge(_SESSION, at - idle, SESSION_PURGE_CHUNK)
 
     def _apply(
         self, messages: list[Message], states: dict[StateKey, State]
