@@ -281,7 +281,13 @@ async def test_a_redelivered_batch_applies_nothing_twice(database: tuple[Path, s
         await consumer.handle(messages[::2])
         assert values(await services.features.get_features("once", refs, items)) == first
         assert sum(v["item_popularity:views_total"] for v in first) == 30
-        assert await count(url, processed_messages, processed_messages.c.key.like("once:%")) == 30
+        once = processed_messages.c.key.like("once:%")
+        assert await count(url, processed_messages, once) == 30
+        # A week on, no message can come back: its key is forgotten.
+        purge = services.event_features.purge_processed
+        assert await purge(consumer.group, now=time.time() + 86_400) == 0
+        assert await purge(consumer.group, now=time.time() + 8 * 86_400) >= 30
+        assert await count(url, processed_messages, once) == 0
 
 
 async def test_idle_sessions_are_forgotten_and_the_features_stay(

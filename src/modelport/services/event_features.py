@@ -30,6 +30,7 @@ worker that died between the commit and that write leaves nothing missing.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from collections.abc import Iterable
@@ -56,6 +57,8 @@ SESSION_ITEMS = 50
 VIEW_TTL_S = 30 * 86_400.0
 SESSION_PURGE_EVERY_S = 60.0
 SESSION_PURGE_CHUNK = 5000
+#: How long a processed message key is remembered.
+PROCESSED_KEEP_S = 7 * 86_400.0
 ACTOR = "modelport:events"
 
 VIEWS: dict[str, tuple[str, tuple[FeatureSpec, ...]]] = {
@@ -130,6 +133,16 @@ class EventFeatures:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + SESSION_PURGE_EVERY_S
             await self.purge_sessions()
+            await self.purge_processed(group)
+
+    async def purge_processed(self, group: str, now: float | None = None) -> int:
+        """Forget (at most 5,000) processed keys older than ``PROCESSED_KEEP_S``: a message is
+        redelivered within minutes of its publication (a dead worker's pending messages, a
+        relay that died between publishing and deleting), and intake refuses a repeated
+        event id for the whole retention, so no key that old can come back."""
+        at = time.time() if now is None else now
+        before = dt.datetime.fromtimestamp(at - PROCESSED_KEEP_S, dt.UTC)
+        return await self._states.purge_processed(group, before, SESSION_PURGE_CHUNK)
 
     async def purge_sessions(self, now: float | None = None) -> int:
         """Forget (at most 5,000) sessions without events for twice the session window: they

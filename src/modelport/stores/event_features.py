@@ -125,6 +125,11 @@ class FeatureStateStore:
         async with self._engine.begin() as conn:
             yield StateTransaction(conn, self._dialect)
 
+    async def purge_processed(self, group: str, before: dt.datetime, limit: int) -> int:
+        """Forget at most ``limit`` of ``group``'s processed keys recorded before ``before``:
+        their messages left the stream long ago, so none can be delivered again."""
+        return await purge_processed(self._engine, group, before, limit)
+
     async def purge(self, kind: str, older_than: float, limit: int) -> int:
         """Delete at most ``limit`` states of ``kind`` not updated since ``older_than``."""
         table = event_feature_state.c
@@ -143,6 +148,24 @@ class FeatureStateStore:
                 )
             )
         return int(result.rowcount or 0)
+
+
+async def purge_processed(engine: AsyncEngine, group: str, before: dt.datetime, limit: int) -> int:
+    """Forget at most ``limit`` of ``group``'s processed keys recorded before ``before``."""
+    table = processed_messages.c
+    doomed = (
+        select(table.key)
+        .where(table.group_name == group, table.processed_at < before)
+        .limit(limit)
+        .subquery()
+    )
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(processed_messages).where(
+                table.group_name == group, table.key.in_(select(doomed.c.key))
+            )
+        )
+    return int(result.rowcount or 0)
 
 
 def _lock_id(group: str, tenant: str) -> int:

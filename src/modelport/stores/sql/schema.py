@@ -293,6 +293,8 @@ processed_messages = Table(
     Column("key", String(256), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("group_name", "key"),
+    # Keys older than any redelivery are purged by age.
+    Index("ix_processed_messages_at", "processed_at"),
 )
 
 catalog_products = Table(

@@ -73,9 +73,11 @@ def upgrade() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("group_name", "key"),
     )
+    op.create_index("ix_processed_messages_at", "processed_messages", ["processed_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_processed_messages_at", "processed_messages")
     for table in ("processed_messages", "dead_letters", "stream_pending", "stream_groups"):
         op.drop_table(table)
     op.drop_index("ix_stream_messages_topic_id", "stream_messages")
