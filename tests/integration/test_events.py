@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from modelport.services.features import EntityFeatures
+from modelport.stores.events import EventStore
 from modelport.stores.outbox import EVENTS, Outbox
 from modelport.stores.sql import create_engine
 from modelport.stores.sql.schema import event_feature_state, processed_messages
@@ -161,6 +162,37 @@ async def test_concurrent_batches_commit_together_and_a_shared_id_is_accepted_on
     messages = await drain_outbox(url)
     assert sorted(m.key for m in messages) == sorted(f"group:{e}" for e in accepted)
     assert await count(url, events_table, events_table.c.tenant == "group") == 8 * 50 + 1
+
+
+async def test_a_batch_the_database_refuses_fails_alone_not_the_batches_written_with_it(
+    database: tuple[Path, str],
+) -> None:
+    async with pipeline(database):  # the database, migrated
+        pass
+    engine = create_engine(database[1])
+    store = EventStore(engine)
+    now = dt.datetime.now(dt.UTC)
+
+    def row(event_id: str | None) -> dict[str, Any]:
+        return {
+            "event_id": event_id, "type": "view", "user_id": "u", "session_id": None,
+            "item_ids": ["p"], "occurred_at": now, "request_id": None, "properties": {},
+            "received_at": now,
+        }  # fmt: skip
+
+    try:
+        # Both arrive while no transaction runs: they are written together first.
+        good, bad = await asyncio.gather(
+            store.append("alone", [row("g1")], [{}]),
+            store.append("alone", [row(None)], [{}]),  # event_id NOT NULL
+            return_exceptions=True,
+        )
+    finally:
+        await engine.dispose()
+    assert good == {"g1"}
+    assert isinstance(bad, Exception) and "event_id" in str(bad)
+    assert await count(database[1], events_table, events_table.c.tenant == "alone") == 1
+    await drain_outbox(database[1])
 
 
 async def test_the_same_event_id_in_another_tenant_is_its_own_event(

@@ -103,18 +103,24 @@ class EventStore:
     async def _drain(self) -> None:
         while self._queue:
             group, self._queue = self._queue, []
-            try:
-                found = await self._write(group)
-            except Exception as exc:  # noqa: BLE001 - each caller gets the failure
-                for batch in group:
+            # Should a group fail, each batch is tried alone: one caller's failure is not
+            # every caller's.
+            for part in [group] if len(group) == 1 else [group, *([b] for b in group)]:
+                if all(batch.done.done() for batch in part):
+                    continue
+                try:
+                    found = await self._write(part)
+                except Exception as exc:  # noqa: BLE001 - the caller gets the failure
+                    if len(part) == 1 or part is not group:
+                        for batch in part:
+                            if not batch.done.done():
+                                batch.done.set_exception(exc)
+                    continue
+                for batch, new in zip(part, found, strict=True):
                     if not batch.done.done():
-                        batch.done.set_exception(exc)
-                continue
-            for batch, new in zip(group, found, strict=True):
-                if not batch.done.done():
-                    batch.done.set_result(new)
-            if self.on_commit is not None and any(found):
-                self.on_commit()
+                        batch.done.set_result(new)
+                if self.on_commit is not None and any(found):
+                    self.on_commit()
 
     async def _write(self, group: list[_Batch]) -> list[set[str]]:
         """One transaction for the group; per batch, the event ids that were new. An id twice
