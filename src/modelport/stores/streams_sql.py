@@ -31,6 +31,9 @@ from modelport.stores.streams import DeadLetter, Message, Outgoing
 
 #: Above any message id: what "no pending message" compares as.
 _NO_ID = 2**62
+#: The first key of the PostgreSQL advisory locks publishers of a topic take (the second is
+#: the topic's hash): apart from any other lock.
+_LOCK_SPACE = 0x6D70_7374  # "mpst"
 
 
 def _ints(ids: Iterable[str]) -> list[int]:
@@ -250,10 +253,16 @@ class SqlStream:
     def _pending_of(topic: str, group: str) -> Any:
         return and_(stream_pending.c.topic == topic, stream_pending.c.group_name == group)
 
-    @staticmethod
     async def _append(
-        conn: AsyncConnection, topic: str, messages: list[tuple[str, str, dict[str, Any]]]
+        self, conn: AsyncConnection, topic: str, messages: list[tuple[str, str, dict[str, Any]]]
     ) -> None:
+        if self._postgres:
+            # A sequence hands out ids before their transactions commit: two publishers that
+            # commit out of id order would let a group move past the lower id before it is
+            # visible, and never deliver it. Publishers of a topic take turns (until commit);
+            # SQLite has one writer at a time anyway.
+            turn = func.pg_advisory_xact_lock(_LOCK_SPACE, func.hashtext(topic))
+            await conn.execute(select(turn))
         now = dt.datetime.now(dt.UTC)
         await conn.execute(
             insert(stream_messages),
