@@ -266,19 +266,19 @@ async def test_claim_stale_hands_an_idle_consumers_messages_to_another_counting_
     await stream.read(topic, "g", "dead-worker", 10, 0)
 
     assert await stream.claim_stale(topic, "g", "w2", 60.0, 10) == []  # not idle long enough
-    await asyncio.sleep(0.1)
-    claimed = await stream.claim_stale(topic, "g", "w2", 0.05, 2)
-    rest = await stream.claim_stale(topic, "g", "w2", 0.05, 10)
+    await asyncio.sleep(0.6)
+    claimed = await stream.claim_stale(topic, "g", "w2", 0.5, 2)
+    rest = await stream.claim_stale(topic, "g", "w2", 0.5, 10)
 
     assert keys_of(claimed) == ["a", "b"]
     assert keys_of(rest) == ["c"]
     assert {m.attempts for m in claimed + rest} == {2}
     assert claimed[0].payload == {"key": "a", "n": 0}
     # Just claimed: not idle any more, so a third consumer gets nothing.
-    assert await stream.claim_stale(topic, "g", "w3", 0.05, 10) == []
+    assert await stream.claim_stale(topic, "g", "w3", 0.5, 10) == []
 
-    await asyncio.sleep(0.1)
-    again = await stream.claim_stale(topic, "g", "w3", 0.05, 10)
+    await asyncio.sleep(0.6)
+    again = await stream.claim_stale(topic, "g", "w3", 0.5, 10)
     assert [(m.key, m.attempts) for m in again] == [("a", 3), ("b", 3), ("c", 3)]
     await stream.ack(topic, "g", [m.id for m in again])
     assert await stream.lag(topic, "g") == 0
