@@ -94,7 +94,7 @@ class Workers:
             "MODELPORT_WORKER_MAX_ATTEMPTS": "3",
             "MODELPORT_WORKER_BACKOFF_BASE_S": "0.01",
             "MODELPORT_WORKER_BACKOFF_MAX_S": "0.05",
-            "MODELPORT_WORKER_CLAIM_IDLE_S": "1",
+            "MODELPORT_WORKER_CLAIM_IDLE_S": "2",
             **env,
         }
 

@@ -29,6 +29,7 @@ class Counting:
         self.group = group
         self.applied: list[str] = []
         self.poison: set[str] = set()
+        self.hang: set[str] = set()
         self.flaky: dict[str, int] = {}
         self.calls: list[list[str]] = []
         self.delay_s = 0.0
@@ -49,6 +50,8 @@ class Counting:
                 if m.key in self.flaky and self.flaky[m.key] > 0:
                     self.flaky[m.key] -= 1
                     raise ConnectionError(f"store blipped on {m.key}")
+            if any(m.key in self.hang for m in messages):
+                await asyncio.Event().wait()
             for m in messages:
                 if m.key in self.poison:
                     raise ValueError(f"cannot apply {m.key}: price is not a number")
@@ -297,3 +300,21 @@ async def test_freshness_runs_from_when_the_event_was_accepted(
     bucket = "modelport_stream_freshness_seconds_bucket"
     assert _sample(metrics, bucket, {**labels, "le": "2.5"}) == 0
     assert _sample(metrics, bucket, {**labels, "le": "5.0"}) == 1
+
+
+async def test_a_consumer_that_hangs_is_given_up_on_after_the_claim_idle_time(
+    stream: SqlStream, topic: str
+) -> None:
+    consumer = Counting(topic)
+    consumer.hang = {"e1"}
+    await publish(stream, topic, ["e0", "e1", "e2"])
+    worker = runtime(stream, consumer, max_attempts=2, claim_idle_s=0.2)
+    worker.start()
+    try:
+        await until(lambda: _lag_is(stream, consumer, 0))
+    finally:
+        await worker.close()
+    assert sorted(consumer.applied) == ["e0", "e2"]
+    [dead] = await stream.dead_letters(TENANT, topic, None, 10)
+    assert dead.key == "e1"
+    assert dead.error == "ConsumerTimeout: counting did not apply 1 message(s) within 0.2 s"

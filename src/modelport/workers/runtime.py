@@ -61,6 +61,10 @@ def accepted_at(message: Message) -> dt.datetime:
     return message.published_at
 
 
+class ConsumerTimeout(Exception):
+    """A consumer's ``handle`` ran past the claim idle time (and was cancelled)."""
+
+
 class _GroupMetrics:
     """One consumer group's metric children, bound once (or nothing without metrics)."""
 
@@ -307,7 +311,19 @@ class WorkerRuntime:
         if self._slots is None:
             raise RuntimeError("the worker runtime was not started")
         async with self._slots:
-            await consumer.handle(messages)
+            # Past claim_idle_s another worker takes the batch over anyway: this one stops
+            # waiting for a consumer that hangs and counts the try as failed.
+            limit = asyncio.timeout(self._claim_idle_s)
+            try:
+                async with limit:
+                    await consumer.handle(messages)
+            except TimeoutError:
+                if not limit.expired():
+                    raise  # the consumer's own timeout, not the runtime's
+                raise ConsumerTimeout(
+                    f"{consumer.group} did not apply {len(messages)} message(s) within "
+                    f"{self._claim_idle_s:g} s"
+                ) from None
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless stopping first; True when stopping."""
