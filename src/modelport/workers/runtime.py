@@ -15,8 +15,10 @@ A message's attempts start at its deliveries (``Message.attempts``), so tries ma
 that crashed count. Delivery is at least once: a worker killed between applying and acking
 leaves the batch pending and another worker applies it again, which the consumers absorb
 (their effects are idempotent per ``Message.key``). ``handle`` calls run under one semaphore
-shared by every consumer (``concurrency``). Stopping lets the batch in hand finish (acking
-only what was applied) and leaves the rest pending for the next worker.
+shared by every consumer (``concurrency``); one that runs past ``claim_idle_s`` is cancelled
+and counts as a failed try (another worker would take its batch over by then anyway).
+Stopping lets the batch in hand finish (acking only what was applied) and leaves the rest
+pending for the next worker.
 """
 
 from __future__ import annotations
