@@ -4,10 +4,13 @@ published in commit order, what rolls back never is, and one replica relays at a
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.services.relay import Relay
@@ -18,6 +21,9 @@ from modelport.stores.streams import Message
 from modelport.stores.streams_redis import RedisStream
 from modelport.stores.streams_sql import SqlStream
 from redis_process import free_port, redis_server
+from required_services import service_missing
+
+REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class Rollback(Exception):
@@ -209,3 +215,41 @@ async def test_while_the_stream_is_down_rows_wait_in_the_outbox_and_go_out_when_
 
     assert [(m.tenant, m.key) for m in got] == [(tenant, "e1"), (tenant, "e2")]
     assert await drained.size() == 0
+
+
+@pytest.mark.integration
+async def test_when_one_topic_fails_to_publish_what_went_out_before_it_is_not_sent_again(
+    engine: AsyncEngine, drained: Outbox, tenant: str
+) -> None:
+    prefix = f"mp-test-{secrets.token_hex(4)}:s"
+    stream = RedisStream.from_url(REDIS_URL, prefix=prefix)
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        await stream.close()
+        service_missing("Redis", REDIS_URL, exc)
+    relay = Relay(drained, stream, batch_size=100, interval_s=1)
+    await commit(engine, tenant, EVENTS, "e1")
+    await commit(engine, tenant, CATALOG, "p1")
+    await commit(engine, tenant, EVENTS, "e2")
+    await client.set(stream.topic_key(CATALOG), "not a stream")  # XADD to it fails
+    try:
+        with pytest.raises(RedisError):
+            await relay.run_once()
+        assert (relay.published, await drained.size()) == (1, 2)  # e1 went out
+
+        await client.delete(stream.topic_key(CATALOG))
+        assert await relay.run_once() == 2
+        events = await stream.read(EVENTS, "features", "w", 10, 0)
+        catalog = await stream.read(CATALOG, "search", "w", 10, 0)
+    finally:
+        await stream.close()
+        keys = [key async for key in client.scan_iter(f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    assert [m.key for m in events] == ["e1", "e2"]  # e1 once
+    assert [m.key for m in catalog] == ["p1"]

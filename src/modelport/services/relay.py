@@ -83,14 +83,20 @@ class Relay:
         rows = await self._outbox.oldest(self._batch_size)
         if not rows:
             return 0
-        # Consecutive rows of one topic go in one publish; the topics' order is kept.
-        for topic, same_topic in itertools.groupby(rows, key=lambda row: row.topic):
-            self._topics.add(topic)
-            await self._stream.publish(
-                topic, [Outgoing(row.tenant, row.key, row.payload) for row in same_topic]
-            )
-        await self._outbox.remove([row.id for row in rows])
-        self.published += len(rows)
+        done: list[int] = []
+        try:
+            # Consecutive rows of one topic go in one publish; the topics' order is kept.
+            for topic, same_topic in itertools.groupby(rows, key=lambda row: row.topic):
+                self._topics.add(topic)
+                batch = list(same_topic)
+                await self._stream.publish(
+                    topic, [Outgoing(row.tenant, row.key, row.payload) for row in batch]
+                )
+                done += (row.id for row in batch)
+        finally:
+            # After a failed publish, what went out before it is not sent again next time.
+            await self._outbox.remove(done)
+            self.published += len(done)
         return len(rows)
 
     async def drain(self) -> int:
