@@ -142,3 +142,5 @@ def test_dead_letters_are_listed_replayed_and_dropped_per_tenant(env: dict[str, 
 def test_ids_and_all_together_are_refused(env: dict[str, str]) -> None:
     code, out = cli(env, "replay", "1", "--all", "--tenant", "acme")
     assert code == 2 and "give dead letter ids or --all" in out
+    code, out = cli(env, "drop", "--tenant", "acme")  # refused before asking to confirm
+    assert code == 2 and "give dead letter ids or --all" in out

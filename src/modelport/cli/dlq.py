@@ -96,6 +96,7 @@ def drop(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete dead letters for good."""
+    _check_choice(ids, every, topic, group)
     if not yes:
         what = "every dead letter" if every else f"{len(ids or [])} dead letter(s)"
         typer.confirm(f"Delete {what} of tenant {tenant}?", abort=True)
@@ -111,10 +112,7 @@ def _act(
     group: str | None,
     verb: str,
 ) -> int:
-    if bool(ids) == every:
-        raise typer.BadParameter("give dead letter ids or --all (not both)")
-    if ids and (topic or group):
-        raise typer.BadParameter("--topic and --group go with --all")
+    _check_choice(ids, every, topic, group)
 
     async def action(s: Services) -> int:
         act = s.stream.replay if verb == "replay" else s.stream.drop
@@ -134,6 +132,13 @@ def _act(
         typer.echo(f"{_DONE[verb]} {done} dead letter{'s' * (done != 1)}")
         raise typer.Exit(1)
     return done
+
+
+def _check_choice(ids: list[str] | None, every: bool, topic: str | None, group: str | None) -> None:
+    if bool(ids) == every:
+        raise typer.BadParameter("give dead letter ids or --all (one of them)")
+    if ids and (topic or group):
+        raise typer.BadParameter("--topic and --group go with --all")
 
 
 def _as_dict(letter: DeadLetter) -> dict[str, object]:
