@@ -270,7 +270,7 @@ def render(result: dict[str, Any]) -> str:
         "meanwhile relays the outbox messages of the import to its stream, as it always does; "
         "the in-process point runs the catalog service in the benchmark's own process under "
         "plain asyncio, with no relay. *busy* is the cores other processes kept busy just "
-        "before the run (the machine has 2; other work ran on it during these runs).",
+        "before the run (the machine has 2).",
         "",
         "| database | point | products/s |",
         "|---|---|---:|",
