@@ -21,6 +21,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,7 +37,7 @@ from modelport.services.relay import Relay
 from modelport.settings import Settings
 from modelport.stores.outbox import EVENTS as EVENTS_TOPIC
 from modelport.stores.outbox import Outbox
-from modelport.stores.sql import create_engine
+from modelport.stores.sql import create_engine, migrate
 from modelport.stores.sql.schema import processed_messages
 from modelport.stores.streams import Outgoing
 from modelport.stores.streams_redis import RedisStream
@@ -44,7 +45,7 @@ from modelport.wiring import build_services
 from redis_process import free_port
 from required_services import service_missing
 
-from .crash_consumer import GROUP, keys
+from .crash_consumer import GROUP, busy, keys
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +168,7 @@ async def test_a_worker_killed_ten_times_loses_nothing_and_applies_nothing_twice
     topic = f"crash{secrets.token_hex(4)}"
     prefix = f"mp:test:crash:{secrets.token_hex(4)}"
     tenant = f"acme-{secrets.token_hex(4)}"
-    processed, counters, absorbed = keys(prefix)
+    processed, counters, absorbed, _ = keys(prefix)
     stream = RedisStream(redis, prefix=f"{prefix}:s")
     workers = Workers(
         tmp_path,
@@ -325,6 +326,72 @@ async def test_the_feature_consumer_killed_ten_times_counts_every_event_once(
         await engine.dispose()
         with contextlib.suppress(Exception):
             await _forget(redis, prefix)
+
+
+async def test_workers_share_a_group_and_take_over_what_a_killed_one_held(
+    redis: Redis, tmp_path: Path
+) -> None:
+    # Two workers apply one group side by side; one is killed mid-run, and the other takes
+    # over what it held (after claim_idle_s) and finishes: every event counted once.
+    topic = f"share{secrets.token_hex(4)}"
+    prefix = f"mp:test:crash:{secrets.token_hex(4)}"
+    tenant = f"acme-{secrets.token_hex(4)}"
+    processed, counters, _, by_worker = keys(prefix)
+    stream = RedisStream(redis, prefix=f"{prefix}:s")
+    workers = Workers(
+        tmp_path,
+        prefix,
+        "--no-builtin",
+        "--consumer",
+        "crash_consumer:make",
+        CRASH_TEST_TOPIC=topic,
+        CRASH_TEST_PREFIX=prefix,
+        MODELPORT_WORKER_BATCH_SIZE="100",
+        CRASH_TEST_DELAY_S="0.2",
+    )
+    # The schema first, as a deployment's `modelport migrate` does: two processes creating
+    # a fresh SQLite schema at once would collide.
+    await migrate(workers.env["MODELPORT_DATABASE_URL"])
+    count = 3_000
+    await stream.publish(
+        topic, [Outgoing(tenant, f"e{i}", {"item": i % ITEMS}) for i in range(count)]
+    )
+    first, second = await workers.start(), await workers.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(await redis.hkeys(by_worker)) < 2:
+            assert first.returncode is None and second.returncode is None, workers.tail()
+            assert time.monotonic() < deadline, f"not both working:\n{workers.tail()}"
+            await asyncio.sleep(0.02)
+        # Killed inside a batch: its consumer sleeps 0.2 s in each, before applying it.
+        while not await redis.exists(busy(prefix, first.pid)):
+            assert time.monotonic() < deadline, workers.tail()
+            await asyncio.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        held = await redis.xpending(stream.topic_key(topic), GROUP)
+        first_name = f"{socket.gethostname()}-{first.pid}"
+        assert any(c["name"] == first_name and int(c["pending"]) > 0 for c in held["consumers"]), (
+            held
+        )
+        deadline = time.monotonic() + 60
+        while await stream.lag(topic, GROUP) > 0:
+            assert second.returncode is None, workers.tail()
+            assert time.monotonic() < deadline, f"not drained:\n{workers.tail()}"
+            await asyncio.sleep(0.05)
+        applied_by = {pid: int(n) for pid, n in (await redis.hgetall(by_worker)).items()}
+        counted = {item: int(n) for item, n in (await redis.hgetall(counters)).items()}
+        markers = int(await redis.hlen(processed))
+    finally:
+        for worker in (first, second):
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        with contextlib.suppress(Exception):
+            await _forget(redis, prefix)
+    assert counted == dict(collections.Counter(str(i % ITEMS) for i in range(count)))
+    assert markers == sum(applied_by.values()) == count
+    assert set(applied_by) == {str(first.pid), str(second.pid)}
 
 
 async def test_a_worker_reports_what_it_applied_retried_and_gave_up_on(
