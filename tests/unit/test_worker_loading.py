@@ -3,9 +3,13 @@ default of the embedded server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from modelport.cli import app
 from modelport.settings import Settings
 from modelport.stores.streams import Message
 from modelport.workers import load_consumers, runs_in_process
@@ -68,3 +72,18 @@ def test_the_server_applies_events_itself_only_without_redis_unless_told() -> No
     assert runs_in_process(settings(redis_url=redis)) is False
     assert runs_in_process(settings(redis_url=redis, workers_in_process=True)) is True
     assert runs_in_process(settings(workers_in_process=False)) is False
+
+
+def test_modelport_worker_refuses_a_consumer_it_cannot_load(tmp_path: Path) -> None:
+    env = {
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",
+        "MODELPORT_LOG_LEVEL": "WARNING",
+    }
+    result = CliRunner().invoke(
+        app, ["worker", "--no-builtin", "--consumer", f"{__name__}:missing"], env=env
+    )
+    assert result.exit_code == 2
+    assert "no callable 'missing'" in result.output
+    result = CliRunner().invoke(app, ["worker", "--no-builtin"], env=env)
+    assert result.exit_code == 2
+    assert "no consumers to run" in result.output
