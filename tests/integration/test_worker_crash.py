@@ -7,8 +7,13 @@ The consumer (``crash_consumer.py``) is loaded by the real worker command throug
 script as the counter, like the built-in feature consumers. Some events are published twice
 (as a relay that dies between publishing and deleting its outbox rows does).
 
-``MODELPORT_CRASH_EVENTS`` sets how many events (default 100,000); ``MODELPORT_CRASH_REPORT``
-names a JSON file for the run's figures (``docs/benchmarks/worker_crash.md``).
+The same holds for the built-in feature consumer on events taken in by the event service,
+for two workers sharing a group when one is killed inside a batch, and a worker's metrics
+say what it applied, retried and gave up on.
+
+``MODELPORT_CRASH_EVENTS`` sets how many events (default 100,000; the feature consumer's test:
+``MODELPORT_CRASH_FEATURE_EVENTS``, default 20,000); ``MODELPORT_CRASH_REPORT`` names a JSON
+file for the first test's figures (``docs/benchmarks/worker_crash.md``).
 """
 
 from __future__ import annotations
