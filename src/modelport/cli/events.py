@@ -39,7 +39,7 @@ def export(
         str | None, typer.Option(help="Events at or after this time (ISO-8601; default: all).")
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Events before this time (ISO-8601; default: now).")
+        str | None, typer.Option(help="Events before this time (ISO-8601; default: no end).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
 ) -> None:
