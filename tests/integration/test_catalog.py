@@ -147,6 +147,16 @@ def test_a_write_with_a_stale_if_match_is_412_and_changes_nothing(http: httpx.Cl
     assert missing.status_code == 412 and "does not exist" in missing.json()["error"]
     assert http.get(f"{PRODUCTS}/knife-zz").status_code == 404
 
+    # If-None-Match: * creates only; a create-only retry cannot overwrite what was written since.
+    create = {"If-None-Match": "*"}
+    assert http.put(f"{PRODUCTS}/knife-new", json=product(), headers=create).status_code == 201
+    twice = http.put(f"{PRODUCTS}/knife-new", json=product("other"), headers=create)
+    assert twice.status_code == 412 and "exists at version 1" in twice.json()["error"]
+    other_tag = {"If-None-Match": '"5"'}
+    assert (
+        http.put(f"{PRODUCTS}/knife-new", json=product("v2"), headers=other_tag).status_code == 200
+    )
+
     current = http.get(f"{PRODUCTS}/knife-2")
     assert (current.json()["title"], current.headers["etag"]) == ("v2", '"2"')
     assert (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -142,7 +143,10 @@ def _product_schema() -> dict[str, Any]:
     },
     responses={
         201: {"description": "Created.", "model": ProductOut},
-        412: {"description": "If-Match does not name the product's current ETag."},
+        412: {
+            "description": "If-Match does not name the product's current ETag, or "
+            "If-None-Match names it (or is * and the product exists)."
+        },
     },
 )
 async def put_product(
@@ -151,10 +155,20 @@ async def put_product(
     svc: ServicesDep,
     tenant: WriteTenant,
     if_match: IfMatchHeader = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description='Write only if the product does not exist ("*"), or is not at this ETag.',
+        ),
+    ] = None,
 ) -> Response:
     # Checked here rather than by FastAPI, so that PUT and import say the same about a product.
     product = parse_product(await request.body())
-    written = await svc.catalog.put(tenant, _sku(product_id), product, _if_match(if_match))
+    condition = _if_match(if_match)
+    if condition is None and if_none_match is not None and if_none_match.strip():
+        condition = replace(_if_match(if_none_match) or IfMatch(), negate=True)
+    written = await svc.catalog.put(tenant, _sku(product_id), product, condition)
     response = _product(written.product, 201 if written.outcome == "created" else 200)
     if written.outcome == "created":
         response.headers["Location"] = f"/v1/catalog/products/{product_id}"

@@ -95,15 +95,20 @@ class Product:
 @dataclass(frozen=True, slots=True)
 class IfMatch:
     """An ``If-Match`` precondition: the current version must be one of ``versions``, or
-    (``any``, from ``*``) the product must exist."""
+    (``any``, from ``*``) the product must exist. With ``negate`` it is ``If-None-Match``: the
+    product must not exist (``*``) or not be at one of ``versions``."""
 
     versions: frozenset[int] = frozenset()
     any: bool = False
+    negate: bool = False
 
     def allows(self, current: Product | None) -> bool:
-        if current is None or current.deleted:
-            return False
-        return self.any or current.version in self.versions
+        matches = (
+            current is not None
+            and not current.deleted
+            and (self.any or current.version in self.versions)
+        )
+        return matches != self.negate
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +164,7 @@ class CatalogStore:
                 async with self._engine.begin() as conn:
                     current = (await self._lock(conn, tenant, [product_id])).get(product_id)
                     if if_match is not None and not if_match.allows(current):
-                        raise PreconditionFailed(_stale(product_id, current))
+                        raise PreconditionFailed(_stale(product_id, current, if_match))
                     [written] = await self._write(
                         conn, tenant, [(product_id, fields)], current_of={product_id: current}
                     )
@@ -205,7 +210,7 @@ class CatalogStore:
             if current is None or current.deleted:
                 raise ProductNotFound(product_id)
             if if_match is not None and not if_match.allows(current):
-                raise PreconditionFailed(_stale(product_id, current))
+                raise PreconditionFailed(_stale(product_id, current, if_match))
             now = dt.datetime.now(dt.UTC)
             version = current.version + 1
             await conn.execute(
@@ -320,7 +325,14 @@ def _message_key(product: Product) -> str:
     return f"{product.tenant}:{product.id}:{product.version}"
 
 
-def _stale(product_id: str, current: Product | None) -> str:
+def _stale(product_id: str, current: Product | None, condition: IfMatch) -> str:
+    if condition.negate:
+        assert current is not None  # noqa: S101 - If-None-Match fails only on an existing product
+        return (
+            f"product '{product_id}' exists at version {current.version} (ETag "
+            f'"{current.version}"), which If-None-Match excludes; drop If-None-Match to '
+            "replace it"
+        )
     if current is None or current.deleted:
         return (
             f"product '{product_id}' does not exist, so If-Match cannot match; "
