@@ -3,9 +3,12 @@ default of the embedded server."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -74,6 +77,19 @@ def test_the_server_applies_events_itself_only_without_redis_unless_told() -> No
     assert runs_in_process(settings(workers_in_process=False)) is False
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``modelport worker`` points logging at the CLI runner's output, which is closed once the
+    command returns: the tests after this one must not log into it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
 def test_modelport_worker_refuses_a_consumer_it_cannot_load(tmp_path: Path) -> None:
     env = {
         "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",
