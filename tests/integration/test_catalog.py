@@ -478,3 +478,9 @@ def test_the_demo_loads_its_catalog_once(tmp_path: Path) -> None:
     assert "registered demo catalog (3000 products)" in first.stdout, first.stdout
     again = run_cli(tmp_path, db, "demo", "--no-serve")
     assert "catalog" not in again.stdout.split("modelport serving")[0], again.stdout
+
+
+def test_a_price_filter_beyond_any_price_is_400_not_500(http: httpx.Client) -> None:
+    response = http.get("/v1/catalog/products", params={"max_price": 10**19})
+    assert response.status_code == 400, response.text
+    assert "max_price" in response.json()["error"]

@@ -28,6 +28,7 @@ from modelport.api.responses import JsonResponse
 from modelport.errors import InvalidInput
 from modelport.services.catalog import MAX_IMPORT_LINES, MAX_PAGE
 from modelport.services.product_input import (
+    MAX_AMOUNT,
     SKU_HELP,
     SKU_PATTERN,
     Availability,
@@ -227,8 +228,12 @@ async def list_products(
         ),
     ] = None,
     brand: Annotated[str | None, Query(max_length=256)] = None,
-    min_price: Annotated[int | None, Query(ge=0, description="In minor units.")] = None,
-    max_price: Annotated[int | None, Query(ge=0, description="In minor units.")] = None,
+    min_price: Annotated[
+        int | None, Query(ge=0, le=MAX_AMOUNT, description="In minor units.")
+    ] = None,
+    max_price: Annotated[
+        int | None, Query(ge=0, le=MAX_AMOUNT, description="In minor units.")
+    ] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
     availability: Annotated[
         list[Availability] | None, Query(description="Any of these (repeat the parameter).")
