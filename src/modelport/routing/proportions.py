@@ -28,7 +28,10 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
     scale = 1 + z2 / trials
     centre = (p + z2 / (2 * trials)) / scale
     half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 (or all) successes the bound is exactly 0 (or 1); the arithmetic leaves dust.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def newcombe(
