@@ -444,9 +444,8 @@ def test_another_tenants_experiment_answers_like_one_that_does_not_exist(
     server: Server, http: httpx.Client
 ) -> None:
     assert http.post("/v1/experiments", json=search_experiment("acme-secret")).status_code == 201
-    rival = {
-        "Authorization": f"Bearer {issue_key(server.workdir, server.database_url, RIVAL, ['read', 'write'])}"
-    }
+    key = issue_key(server.workdir, server.database_url, RIVAL, ["read", "write"])
+    rival = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=server.base_url, timeout=30.0, headers=rival) as other:
         for method, path, body in [
             ("GET", "/v1/experiments/{}", None),

@@ -23,7 +23,7 @@ ServicesDep = Annotated[Services, Depends(services)]
 ExperimentId = Annotated[
     str, Path(min_length=1, max_length=64, pattern=f"^{ID_PATTERN}$", description="Its id.")
 ]
-_ONE = {200: {"description": "The experiment with its history."}}
+_ONE: dict[int | str, dict[str, Any]] = {200: {"description": "The experiment with its history."}}
 
 
 def _out(experiment: Experiment, status_code: int = 200) -> Response:

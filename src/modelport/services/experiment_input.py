@@ -18,12 +18,12 @@ from modelport.routing.assignment import BUCKETS
 
 MAX_VARIANTS = 20
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-_ID = re.compile(f"^{ID_PATTERN}$")
 UNITS = ("user", "session", "custom")
 SURFACE_HELP = '"inference:<model>", "search" or "recommendations:<kind>"'
-_SURFACE = re.compile(
+SURFACE_PATTERN = (
     r"^(inference:[A-Za-z0-9][A-Za-z0-9._-]{0,127}|search|recommendations:[a-z0-9_-]{1,64})$"
 )
+_SURFACE = re.compile(SURFACE_PATTERN)
 
 Name = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
 Scalar = str | int | float | bool
@@ -97,8 +97,15 @@ class ExperimentIn(_Strict):
     id: Name
     name: Annotated[str, Field(max_length=200)] = ""
     description: Annotated[str, Field(max_length=4000)] = ""
-    surface: str = Field(description=f"What it covers: {SURFACE_HELP}.")
-    unit: str = Field(description='"user", "session" or "custom" (then give unit_key).')
+    surface: str = Field(
+        description=f"What it covers: {SURFACE_HELP}.",
+        # In the schema only: the service checks it, with a message that says the rule.
+        json_schema_extra={"pattern": SURFACE_PATTERN},
+    )
+    unit: str = Field(
+        description='"user", "session" or "custom" (then give unit_key).',
+        json_schema_extra={"enum": list(UNITS)},
+    )
     unit_key: Name | None = None
     variants: list[VariantIn] = Field(min_length=2, max_length=MAX_VARIANTS)
     control: Name | None = Field(
@@ -136,9 +143,9 @@ def parse(model: type[_M], body: _M | bytes | dict[str, Any], what: str) -> _M:
     if isinstance(body, model):
         return body
     try:
-        if isinstance(body, dict):
-            return model.model_validate(body)
-        return model.model_validate_json(body)
+        if isinstance(body, bytes):
+            return model.model_validate_json(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise InvalidInput(f"invalid {what}: {problems(exc)}") from None
 
