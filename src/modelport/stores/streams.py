@@ -26,6 +26,9 @@ class Outgoing:
     key: str
     """Unique per message, stable across republishing: what effects deduplicate on."""
     payload: dict[str, Any]
+    encoded: str | None = None
+    """``payload`` as JSON, when the publisher has it already (a backend that stores JSON
+    text takes it as it is rather than encoding the payload again)."""
 
 
 @dataclass(frozen=True, slots=True)
