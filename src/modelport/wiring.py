@@ -111,6 +111,7 @@ class Services:
         await self._online_store.close()
         await self.quotas.close()
         await self.stream.close()
+        await self.events.close()
         await self._engine.dispose()
 
 

@@ -137,6 +137,9 @@ class EventService:
         await self._purge_now_and_then(at)
         return result
 
+    async def close(self) -> None:
+        await self._store.close()
+
     async def export(
         self, tenant: str, since: dt.datetime, until: dt.datetime
     ) -> AsyncIterator[dict[str, Any]]:

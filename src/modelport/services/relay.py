@@ -25,12 +25,11 @@ consumers do not depend on (their aggregates are keyed and timestamped).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import structlog
 
@@ -84,10 +83,14 @@ class Relay:
         self._remove = remove or outbox.remove
         self._held: list[tuple[str, Sequence[int], Sequence[Outgoing]]] = []
         self._held_count = 0
-        # Outbox ids handed over (or about to be): the scan leaves them alone. A count, not
-        # a set: SQLite reuses the id of a deleted last row.
-        self._claimed: collections.Counter[int] = collections.Counter()
+        # The ids of each transaction handed over and not yet deleted: the scan leaves them
+        # alone. Kept per transaction (released as a whole), made a set only when scanning.
+        self._claimed: list[Sequence[int]] = []
         self._scan_due = True
+        self._handed_at = -float("inf")
+        # Held around a handover and around a scan's read: a scan never sees rows that
+        # committed but are not yet handed over.
+        self._handing_over = asyncio.Lock()
         self.leader = leases is None
         self.published = 0
         """Messages this relay has published since it started."""
@@ -103,19 +106,20 @@ class Relay:
 
     # ------------------------------------------------------------------ OutboxListener
 
-    def claim(self, ids: Sequence[int]) -> bool:
+    @contextlib.asynccontextmanager
+    async def handover(self) -> AsyncIterator[bool]:
         if not self.leader or self._task is None or self._held_count >= self._max_held:
-            return False  # the rows wait in the outbox for the scan (of the leader)
-        self._claimed.update(ids)
-        return True
+            yield False  # the rows wait in the outbox for the scan (of the leader)
+            return
+        async with self._handing_over:
+            yield True
 
-    def release(self, ids: Sequence[int]) -> None:
-        self._claimed.subtract(ids)
-        for row_id in ids:
-            if self._claimed[row_id] <= 0:
-                del self._claimed[row_id]
+    def _release(self, ids: Sequence[int]) -> None:
+        self._claimed = [some for some in self._claimed if some is not ids]
 
     def committed(self, topic: str, ids: Sequence[int], messages: Sequence[Outgoing]) -> None:
+        self._claimed.append(ids)
+        self._handed_at = time.monotonic()
         self._held.append((topic, ids, messages))
         self._held_count += len(ids)
         self._nudged.set()
@@ -133,11 +137,15 @@ class Relay:
     async def run_once(self) -> int:
         """Publish the oldest batch of outbox rows (but those handed over in memory) and
         delete them; returns how many."""
-        found = await self._outbox.oldest(self._batch_size)
+        async with self._handing_over:
+            found = await self._outbox.oldest(self._batch_size)
         # A full batch: more may wait behind it.
         self._scan_due = len(found) >= self._batch_size
-        claimed = self._claimed
-        rows = [row for row in found if row.id not in claimed] if claimed else found
+        if self._claimed:
+            claimed = set(itertools.chain.from_iterable(self._claimed))
+            rows = [row for row in found if row.id not in claimed]
+        else:
+            rows = found
         if not rows:
             return 0
         done: list[int] = []
@@ -180,7 +188,7 @@ class Relay:
                 self.published += len(done)
             finally:
                 for _, handed, _ in held:
-                    self.release(handed)
+                    self._release(handed)
         return len(done)
 
     async def drain(self) -> int:
@@ -206,13 +214,16 @@ class Relay:
         if not self.leader:
             if self._held:  # lost the lease: the leader's scan will find these rows
                 for _, handed, _ in self._held:
-                    self.release(handed)
+                    self._release(handed)
                 self._held, self._held_count = [], 0
             return 0
         moved = await self.publish_held()
         # While transactions are handed over, the outbox is scanned once an interval (or
-        # when nudged, or while a scan finds a full batch); otherwise on every tick.
-        if not moved or self._scan_due or time.monotonic() - self._scanned_at >= self._interval_s:
+        # when nudged, or while a scan finds a full batch): it would mostly read rows being
+        # handed over. Otherwise on every tick.
+        now = time.monotonic()
+        handing_over = now - self._handed_at < self._interval_s
+        if not handing_over or self._scan_due or now - self._scanned_at >= self._interval_s:
             self._scanned_at = time.monotonic()
             moved += await self.run_once()
         if time.monotonic() - self._trimmed_at > self._trim_interval_s:

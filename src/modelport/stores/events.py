@@ -14,10 +14,13 @@ database took to store it. The rows are those ``outbox.enqueue`` writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
+from functools import partial
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from sqlalchemy import delete, select, tuple_
@@ -25,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelport.stores.outbox import EVENTS, OutboxListener
 from modelport.stores.sql.schema import events
+from modelport.stores.sql.sqlite_writer import SqliteWriter
 from modelport.stores.sql.timestamps import as_utc
 from modelport.stores.streams import Outgoing
 
@@ -51,6 +55,8 @@ _EVENT_COLUMNS = (
 )
 _OUTBOX_COLUMNS = ("tenant", "topic", "key", "payload", "created_at")
 
+
+_SQLITE_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
 
 #: Rows per ``INSERT`` statement: 10 parameters each stay under the 32,766 that SQLite and
 #: PostgreSQL (asyncpg) take in one statement.
@@ -94,6 +100,18 @@ class EventStore:
         self._removals: list[tuple[Sequence[int], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.listener = listener
+        self._sqlite: SqliteWriter | None = None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            self._sqlite = SqliteWriter(str(database))
+
+    async def close(self) -> None:
+        """Wait for the writer, then close the SQLite writer's connection."""
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await self._writer
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     async def remove_outbox(self, ids: Sequence[int]) -> None:
         """Delete outbox rows (that the relay published) in the next transaction: under load
@@ -192,71 +210,93 @@ class EventStore:
         """One transaction for the group and the outbox deletes; per batch, the event ids
         that were new. An id twice in the group (two requests retrying one event at once) is
         new for the first only."""
-        rows: list[tuple[Any, ...]] = []
-        owners: dict[tuple[str, str], int] = {}
-        for index, batch in enumerate(group):
-            tenant = batch.tenant
-            for event_id, row in zip(batch.event_ids, batch.rows, strict=True):
-                key = (tenant, event_id)
-                if key not in owners:
-                    owners[key] = index
-                    rows.append(row)
+        removed = [i for ids, _ in removals for i in ids]
         listener = self.listener
-        ids: list[int] = []
-        messages: list[Outgoing] = []
-        claimed = False
-        news: list[set[str]] = []
-        try:
-            async with self._engine.begin() as conn:
-                if removals:
-                    await self._remove(conn, [i for ids, _ in removals for i in ids])
-                new: set[tuple[str, str]] = set()
-                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                    result = await conn.exec_driver_sql(
-                        self._statement("events", len(chunk)), tuple(chain.from_iterable(chunk))
-                    )
-                    # Plain tuples: a Row compares in Python, and every key is looked up below.
-                    returned = cast("Iterable[tuple[str, str]]", result)
-                    new.update((tenant, event_id) for tenant, event_id in returned)
-                announce: list[tuple[Any, ...]] = []
-                for index, batch in enumerate(group):
-                    tenant = batch.tenant
-                    fresh: set[str] = set()
-                    for event_id, row, message in zip(
-                        batch.event_ids, batch.outbox, batch.messages, strict=True
-                    ):
-                        key = (tenant, event_id)
-                        if key in new and owners[key] == index:
-                            fresh.add(event_id)
-                            announce.append(row)
-                            messages.append(message)
-                    news.append(fresh)
-                for start in range(0, len(announce), _ROWS_PER_STATEMENT):
-                    chunk = announce[start : start + _ROWS_PER_STATEMENT]
-                    result = await conn.exec_driver_sql(
-                        self._statement("outbox", len(chunk)), tuple(chain.from_iterable(chunk))
-                    )
-                    ids += (row_id for (row_id,) in result)
-                if listener is not None and ids:
-                    # Before the commit: from then on no other path may publish these rows.
-                    claimed = listener.claim(ids)
-        except BaseException:
-            if claimed and listener is not None:
-                listener.release(ids)
-            raise
-        if claimed and listener is not None:
-            ids.sort()  # RETURNING promises no order; ids grow in insert order
-            listener.committed(EVENTS, ids, messages)
+        if listener is None:
+            return (await self._transaction(group, removed))[0]
+        # The relay's scan waits while a transaction whose rows it takes over commits, so
+        # that it never reads them before they are handed over.
+        async with listener.handover() as taking:
+            news, ids, messages = await self._transaction(group, removed)
+            if taking and ids:
+                listener.committed(EVENTS, ids, messages)
         return news
+
+    async def _transaction(
+        self, group: list[_Batch], removed: list[int]
+    ) -> tuple[list[set[str]], list[int], list[Outgoing]]:
+        """Per batch the new event ids; the outbox ids written, ascending, and their messages."""
+        rows, owners = _unique(group)
+        if self._sqlite is not None:
+            # The whole transaction is one call into the writer's thread: a statement at a
+            # time through the event loop waited for the loop between statements, which
+            # under load was most of a transaction's time.
+            return await self._sqlite.run(
+                partial(self._sqlite_transaction, group, rows, owners, removed)
+            )
+        async with self._engine.begin() as conn:
+            if removed:
+                await self._remove(conn, removed)
+            new: set[tuple[str, str]] = set()
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                result = await conn.exec_driver_sql(
+                    self._statement("events", len(chunk)), tuple(chain.from_iterable(chunk))
+                )
+                # Plain tuples: a Row compares in Python, and every key is looked up below.
+                new.update(_pairs(result))
+            news, announce, messages = _announced(group, owners, new)
+            ids: list[int] = []
+            for start in range(0, len(announce), _ROWS_PER_STATEMENT):
+                chunk = announce[start : start + _ROWS_PER_STATEMENT]
+                result = await conn.exec_driver_sql(
+                    self._statement("outbox", len(chunk)), tuple(chain.from_iterable(chunk))
+                )
+                ids += (row_id for (row_id,) in result)
+        ids.sort()  # RETURNING promises no order; ids grow in insert order
+        return news, ids, messages
+
+    def _sqlite_transaction(
+        self,
+        group: list[_Batch],
+        rows: list[tuple[Any, ...]],
+        owners: dict[tuple[str, str], int],
+        removed: list[int],
+        db: sqlite3.Connection,
+    ) -> tuple[list[set[str]], list[int], list[Outgoing]]:
+        """``_transaction`` on the SQLite writer's own connection, in its thread."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if removed:
+                db.execute(_SQLITE_REMOVE, (_json(removed),))
+            new: set[tuple[str, str]] = set()
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                cursor = db.execute(
+                    self._statement("events", len(chunk)), tuple(chain.from_iterable(chunk))
+                )
+                new.update(cursor.fetchall())
+            news, announce, messages = _announced(group, owners, new)
+            ids: list[int] = []
+            for start in range(0, len(announce), _ROWS_PER_STATEMENT):
+                chunk = announce[start : start + _ROWS_PER_STATEMENT]
+                cursor = db.execute(
+                    self._statement("outbox", len(chunk)), tuple(chain.from_iterable(chunk))
+                )
+                ids += (row_id for (row_id,) in cursor.fetchall())
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        ids.sort()
+        return news, ids, messages
 
     async def _remove(self, conn: AsyncConnection, ids: list[int]) -> None:
         if self._postgres:
             await conn.exec_driver_sql("DELETE FROM outbox WHERE id = ANY($1::bigint[])", (ids,))
         else:
-            await conn.exec_driver_sql(
-                "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (_json(ids),)
-            )
+            await conn.exec_driver_sql(_SQLITE_REMOVE, (_json(ids),))
 
     def _time(self, value: dt.datetime) -> Any:
         """A UTC time as the driver takes it: asyncpg a datetime; SQLite the text SQLAlchemy
@@ -331,6 +371,46 @@ class EventStore:
                 delete(events).where(tuple_(events.c.tenant, events.c.event_id).in_(doomed))
             )
         return int(result.rowcount or 0)
+
+
+def _unique(group: list[_Batch]) -> tuple[list[tuple[Any, ...]], dict[tuple[str, str], int]]:
+    """The group's rows, each (tenant, event id) once, and which batch each came from first."""
+    rows: list[tuple[Any, ...]] = []
+    owners: dict[tuple[str, str], int] = {}
+    for index, batch in enumerate(group):
+        tenant = batch.tenant
+        for event_id, row in zip(batch.event_ids, batch.rows, strict=True):
+            key = (tenant, event_id)
+            if key not in owners:
+                owners[key] = index
+                rows.append(row)
+    return rows, owners
+
+
+def _announced(
+    group: list[_Batch], owners: dict[tuple[str, str], int], new: set[tuple[str, str]]
+) -> tuple[list[set[str]], list[tuple[Any, ...]], list[Outgoing]]:
+    """Per batch its new event ids; the outbox rows of those events and their messages."""
+    news: list[set[str]] = []
+    announce: list[tuple[Any, ...]] = []
+    messages: list[Outgoing] = []
+    for index, batch in enumerate(group):
+        tenant = batch.tenant
+        fresh: set[str] = set()
+        for event_id, row, message in zip(
+            batch.event_ids, batch.outbox, batch.messages, strict=True
+        ):
+            key = (tenant, event_id)
+            if key in new and owners[key] == index:
+                fresh.add(event_id)
+                announce.append(row)
+                messages.append(message)
+        news.append(fresh)
+    return news, announce, messages
+
+
+def _pairs(result: Any) -> Iterable[tuple[str, str]]:
+    return ((tenant, event_id) for tenant, event_id in result)
 
 
 def _json(value: Any) -> str:

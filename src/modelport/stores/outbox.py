@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,18 +63,14 @@ async def enqueue(
 class OutboxListener(Protocol):
     """Told about outbox rows as their transaction commits (the relay of this process)."""
 
-    def claim(self, ids: Sequence[int]) -> bool:
-        """Rows written but not yet committed: whether the listener will take them from
-        memory once they commit (``committed``), so that nothing else publishes them; if not,
-        they wait in the outbox."""
-        ...
-
-    def release(self, ids: Sequence[int]) -> None:
-        """Claimed rows whose transaction failed."""
+    def handover(self) -> AbstractAsyncContextManager[bool]:
+        """Held around a transaction that writes outbox rows and, once it committed, hands
+        them over (``committed``); says whether the listener takes them (if not, they wait
+        in the outbox). No other path publishes rows while their handover is held."""
         ...
 
     def committed(self, topic: str, ids: Sequence[int], messages: Sequence[Outgoing]) -> None:
-        """Claimed rows committed: their messages, in id order."""
+        """The rows ``ids`` (ascending) committed, announcing ``messages`` (in id order)."""
         ...
 
 
