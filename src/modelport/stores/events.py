@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from functools import partial
 from itertools import chain
 from typing import Any
@@ -57,6 +58,9 @@ _OUTBOX_COLUMNS = ("tenant", "topic", "key", "payload", "created_at")
 
 
 _SQLITE_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+_SQLITE_STORED = (
+    "SELECT event_id FROM events WHERE tenant = ? AND event_id IN (SELECT value FROM json_each(?))"
+)
 
 #: Rows per ``INSERT`` statement: 10 parameters each stay under the 32,766 that SQLite and
 #: PostgreSQL (asyncpg) take in one statement.
@@ -95,7 +99,7 @@ class EventStore:
         which publishes them from memory at once)."""
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        self._statements: dict[tuple[str, int], str] = {}
+        self._statements: dict[tuple[str, int, bool], str] = {}
         self._queue: list[_Batch] = []
         self._removals: list[tuple[Sequence[int], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -269,27 +273,37 @@ class EventStore:
         try:
             if removed:
                 db.execute(_SQLITE_REMOVE, (_json(removed),))
-            new: set[tuple[str, str]] = set()
+            # The ids already stored, asked first (usually none: one step) rather than
+            # returned by the insert: a RETURNING row is a step of its own, and every step
+            # gives the GIL up and waits to take it back from the busy event loop.
+            stored: set[tuple[str, str]] = set()
+            for tenant, event_ids in _by_tenant(owners).items():
+                found = db.execute(_SQLITE_STORED, (tenant, _json(event_ids))).fetchall()
+                stored.update((tenant, event_id) for (event_id,) in found)
             for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                cursor = db.execute(
-                    self._statement("events", len(chunk)), tuple(chain.from_iterable(chunk))
+                db.execute(
+                    self._statement("events", len(chunk), returning=False),
+                    tuple(chain.from_iterable(chunk)),
                 )
-                new.update(cursor.fetchall())
+            new = owners.keys() - stored
             news, announce, messages = _announced(group, owners, new)
             ids: list[int] = []
             for start in range(0, len(announce), _ROWS_PER_STATEMENT):
                 chunk = announce[start : start + _ROWS_PER_STATEMENT]
                 cursor = db.execute(
-                    self._statement("outbox", len(chunk)), tuple(chain.from_iterable(chunk))
+                    self._statement("outbox", len(chunk), returning=False),
+                    tuple(chain.from_iterable(chunk)),
                 )
-                ids += (row_id for (row_id,) in cursor.fetchall())
+                # One statement under the write lock numbers its rows one past the largest
+                # id, in a row: no need to read them back.
+                last = cursor.lastrowid or 0
+                ids += range(last - len(chunk) + 1, last + 1)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        ids.sort()
         return news, ids, messages
 
     async def _remove(self, conn: AsyncConnection, ids: list[int]) -> None:
@@ -308,8 +322,8 @@ class EventStore:
             value = value.astimezone(dt.UTC)
         return value.isoformat(" ", "microseconds")[:26]
 
-    def _statement(self, table: str, rows: int) -> str:
-        found = self._statements.get((table, rows))
+    def _statement(self, table: str, rows: int, *, returning: bool = True) -> str:
+        found = self._statements.get((table, rows, returning))
         if found is None:
             columns = _EVENT_COLUMNS if table == "events" else _OUTBOX_COLUMNS
             width = len(columns)
@@ -323,12 +337,14 @@ class EventStore:
             # Table and column names are this module's constants; every value is a parameter.
             found = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(groups)}"  # noqa: S608
             if table == "events":
-                found += " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING tenant, event_id"
-            else:
+                found += " ON CONFLICT (tenant, event_id) DO NOTHING"
+                if returning:
+                    found += " RETURNING tenant, event_id"
+            elif returning:
                 found += " RETURNING id"
             if len(self._statements) >= 256:
                 self._statements.clear()
-            self._statements[(table, rows)] = found
+            self._statements[(table, rows, returning)] = found
         return found
 
     async def export(
@@ -388,7 +404,9 @@ def _unique(group: list[_Batch]) -> tuple[list[tuple[Any, ...]], dict[tuple[str,
 
 
 def _announced(
-    group: list[_Batch], owners: dict[tuple[str, str], int], new: set[tuple[str, str]]
+    group: list[_Batch],
+    owners: dict[tuple[str, str], int],
+    new: AbstractSet[tuple[str, str]],
 ) -> tuple[list[set[str]], list[tuple[Any, ...]], list[Outgoing]]:
     """Per batch its new event ids; the outbox rows of those events and their messages."""
     news: list[set[str]] = []
@@ -407,6 +425,16 @@ def _announced(
                 messages.append(message)
         news.append(fresh)
     return news, announce, messages
+
+
+def _by_tenant(owners: dict[tuple[str, str], int]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for tenant, event_id in owners:
+        ids = out.get(tenant)
+        if ids is None:
+            ids = out[tenant] = []
+        ids.append(event_id)
+    return out
 
 
 def _pairs(result: Any) -> Iterable[tuple[str, str]]:
