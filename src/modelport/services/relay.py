@@ -138,14 +138,13 @@ class Relay:
         """Publish the oldest batch of outbox rows (but those handed over in memory) and
         delete them; returns how many."""
         async with self._handing_over:
-            found = await self._outbox.oldest(self._batch_size)
+            found = await self._outbox.oldest_ids(self._batch_size)
         # A full batch: more may wait behind it.
         self._scan_due = len(found) >= self._batch_size
         if self._claimed:
             claimed = set(itertools.chain.from_iterable(self._claimed))
-            rows = [row for row in found if row.id not in claimed]
-        else:
-            rows = found
+            found = [row_id for row_id in found if row_id not in claimed]
+        rows = await self._outbox.messages(found)
         if not rows:
             return 0
         done: list[int] = []

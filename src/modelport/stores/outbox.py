@@ -93,6 +93,25 @@ class Outbox:
                 OutboxMessage(r.id, r.tenant, r.topic, r.key, r.payload, r.created_at) for r in rows
             ]
 
+    async def oldest_ids(self, limit: int) -> list[int]:
+        """The ids of the oldest ``limit`` rows: what a scan looks at before reading any row
+        (most of them may be in memory already)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(outbox.c.id).order_by(outbox.c.id).limit(limit))
+            return [row_id for (row_id,) in rows]
+
+    async def messages(self, ids: Sequence[int]) -> list[OutboxMessage]:
+        """The rows ``ids`` still holds, in id order."""
+        if not ids:
+            return []
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox).where(outbox.c.id.in_(list(ids))).order_by(outbox.c.id)
+            )
+            return [
+                OutboxMessage(r.id, r.tenant, r.topic, r.key, r.payload, r.created_at) for r in rows
+            ]
+
     async def remove(self, ids: Sequence[int]) -> None:
         if ids:
             ids = list(ids)
