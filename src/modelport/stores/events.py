@@ -58,9 +58,24 @@ _OUTBOX_COLUMNS = ("tenant", "topic", "key", "payload", "created_at")
 
 
 _SQLITE_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+
+
+def _sqlite_column(index: int, column: str) -> str:
+    """Column ``index`` of a row of the JSON array as SQLite stores it: JSON text for arrays
+    and objects (what json_extract gives them back as), and a time given in integer
+    microseconds as the text SQLAlchemy writes, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    value = f"json_extract(value, '$[{index}]')"
+    if column in ("occurred_at", "received_at"):
+        return (
+            f"strftime('%Y-%m-%d %H:%M:%S', {value} / 1000000, 'unixepoch')"
+            f" || printf('.%06d', {value} % 1000000)"
+        )
+    return value
+
+
 _SQLITE_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) SELECT "  # noqa: S608 - constants
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_EVENT_COLUMNS)))
+    + ", ".join(_sqlite_column(i, column) for i, column in enumerate(_EVENT_COLUMNS))
     # WHERE true: what SQLite needs to read ON CONFLICT after a SELECT.
     # The parameter is orjson's UTF-8 bytes: read as text, not decoded into a str first.
     + " FROM json_each(CAST(? AS TEXT)) WHERE true ON CONFLICT (tenant, event_id) DO NOTHING"
@@ -151,10 +166,13 @@ class EventStore:
         transaction. Returns the event ids that were new."""
         if not rows:
             return set()
-        time = self._time
-        created = time(dt.datetime.now(dt.UTC))
+        # The SQLite writer takes rows as JSON and SQLite writes the columns: JSON values
+        # as they are, times as integer microseconds it formats (see _SQLITE_INSERT_EVENTS).
+        as_json = self._sqlite is None
+        time = self._time if as_json else _micros
+        created = self._time(dt.datetime.now(dt.UTC))
         received: dt.datetime | None = None
-        received_text = created
+        received_at: Any = None
         event_ids: list[str] = []
         values: list[tuple[Any, ...]] = []
         announce: list[tuple[Any, ...]] = []
@@ -163,8 +181,8 @@ class EventStore:
             event_id = row["event_id"]
             if row["received_at"] is not received:
                 received = row["received_at"]
-                received_text = time(received)
-            properties = row["properties"]
+                received_at = time(received)
+            items, properties = row["item_ids"], row["properties"]
             event_ids.append(event_id)
             values.append(
                 (
@@ -173,11 +191,11 @@ class EventStore:
                     row["type"],
                     row["user_id"],
                     row["session_id"],
-                    _json(row["item_ids"]),
+                    _json(items) if as_json else items,
                     time(row["occurred_at"]),
                     row["request_id"],
-                    _json(properties) if properties else "{}",
-                    received_text,
+                    _json(properties) if as_json else properties,
+                    received_at,
                 )
             )
             key = message_key(tenant, event_id)
@@ -446,6 +464,11 @@ def _by_tenant(owners: dict[tuple[str, str], int]) -> dict[str, list[str]]:
 
 def _pairs(result: Any) -> Iterable[tuple[str, str]]:
     return ((tenant, event_id) for tenant, event_id in result)
+
+
+def _micros(value: dt.datetime) -> int:
+    """A time as integer microseconds since the epoch (exact: a datetime holds microseconds)."""
+    return round(value.timestamp() * 1_000_000)
 
 
 def _json(value: Any) -> str:
