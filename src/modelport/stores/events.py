@@ -85,9 +85,7 @@ _SQLITE_INSERT_OUTBOX = (
     + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_OUTBOX_COLUMNS)))
     + " FROM json_each(CAST(? AS TEXT))"
 )
-_SQLITE_STORED = (
-    "SELECT event_id FROM events WHERE tenant = ? AND event_id IN (SELECT value FROM json_each(?))"
-)
+_SQLITE_INSERTED = "SELECT tenant, event_id FROM events WHERE rowid BETWEEN ? AND ?"
 
 #: Rows per ``INSERT`` statement: 10 parameters each stay under the 32,766 that SQLite and
 #: PostgreSQL (asyncpg) take in one statement.
@@ -303,17 +301,20 @@ class EventStore:
         try:
             if removed:
                 db.execute(_SQLITE_REMOVE, (_json(removed),))
-            # The ids already stored, asked first (usually none: one step) rather than
-            # returned by the insert: a RETURNING row is a step of its own, and every step
-            # gives the GIL up and waits to take it back from the busy event loop.
-            stored: set[tuple[str, str]] = set()
-            for tenant, event_ids in _by_tenant(owners).items():
-                found = db.execute(_SQLITE_STORED, (tenant, _json(event_ids))).fetchall()
-                stored.update((tenant, event_id) for (event_id,) in found)
             # All rows as one JSON parameter that SQLite takes apart (json_each), not ten
             # parameters a row bound one by one: the binding held the GIL, SQLite does not.
-            db.execute(_SQLITE_INSERT_EVENTS, (orjson.dumps(rows),))
-            new = owners.keys() - stored
+            # Every statement gives the GIL up while SQLite works and waits to take it back
+            # from the busy event loop (up to the 5 ms switch interval), so the transaction
+            # is as few statements as it can be: the events inserted are read back only
+            # when some were already stored (a retry), by the row ids the insert gave them
+            # (one past the largest, in a row).
+            cursor = db.execute(_SQLITE_INSERT_EVENTS, (orjson.dumps(rows),))
+            if cursor.rowcount == len(rows):
+                new: AbstractSet[tuple[str, str]] = owners.keys()
+            else:
+                last = cursor.lastrowid or 0
+                found = db.execute(_SQLITE_INSERTED, (last - cursor.rowcount + 1, last)).fetchall()
+                new = {(tenant, event_id) for tenant, event_id in found}
             news, announce, messages = _announced(group, owners, new)
             ids: list[int] = []
             if announce:
@@ -450,16 +451,6 @@ def _announced(
                 messages.append(message)
         news.append(fresh)
     return news, announce, messages
-
-
-def _by_tenant(owners: dict[tuple[str, str], int]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for tenant, event_id in owners:
-        ids = out.get(tenant)
-        if ids is None:
-            ids = out[tenant] = []
-        ids.append(event_id)
-    return out
 
 
 def _pairs(result: Any) -> Iterable[tuple[str, str]]:
