@@ -116,6 +116,7 @@ class Services:
         await self._online_store.close()
         await self.quotas.close()
         await self.stream.close()
+        await self.events.close()
         await self._engine.dispose()
 
 
@@ -217,6 +218,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         if settings.redis_url is not None
         else SqlStream(engine, poll_s=settings.stream_poll_s)
     )
+    event_store = EventStore(engine)
     relay = (
         Relay(
             Outbox(engine),
@@ -225,10 +227,14 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             interval_s=settings.relay_interval_s,
             leases=LeaseStore(engine),
             lease_ttl_s=settings.relay_lease_s,
+            remove=event_store.remove_outbox,
         )
         if server
         else None
     )
+    # The relay publishes accepted events from memory as they commit; the event store's
+    # writer deletes their outbox rows in its next transaction.
+    event_store.listener = relay
     limiter: RateLimiter = (
         RedisRateLimiter(Redis.from_url(settings.redis_url.get_secret_value()))
         if settings.redis_url is not None
@@ -278,8 +284,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         features=features,
         stream=stream,
         events=EventService(
-            # Accepted events wake the relay: published at once, not at its next interval.
-            EventStore(engine, on_commit=None if relay is None else relay.nudge),
+            event_store,
             EventLimits(
                 max_age_s=settings.event_max_age_s,
                 max_future_s=settings.event_max_future_s,

@@ -4,9 +4,11 @@ published in commit order, what rolls back never is, and one replica relays at a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -14,6 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.services.relay import Relay
+from modelport.stores.events import EventStore
 from modelport.stores.leases import LeaseStore
 from modelport.stores.outbox import CATALOG, EVENTS, Outbox, enqueue
 from modelport.stores.sql import create_engine
@@ -142,6 +145,47 @@ async def test_the_running_relay_publishes_what_commits_without_being_asked(
 
     assert [(m.tenant, m.key) for m in got] == [(tenant, "e1")]
     assert (relay.published, await drained.size()) == (1, 0)
+
+
+def event_row(event_id: str) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "event_id": event_id, "type": "view", "user_id": "u", "session_id": None,
+        "item_ids": ["p"], "occurred_at": now, "request_id": None, "properties": {},
+        "received_at": now,
+    }  # fmt: skip
+
+
+async def test_events_handed_over_as_they_commit_reach_the_stream_once_and_leave_no_rows(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
+) -> None:
+    store = EventStore(engine)
+    relay = Relay(drained, stream, batch_size=100, interval_s=0.05, remove=store.remove_outbox)
+    store.listener = relay
+    group = f"g{secrets.token_hex(4)}"
+    await stream.read(EVENTS, group, "w", 1000, 0)  # the group starts here
+    relay.start()
+    try:
+        # Concurrent batches go in group commits; a retried id is stored and announced once.
+        batches = [[f"e{b}-{i}" for i in range(20)] for b in range(5)] + [["e0-0", "e9-0"]]
+        await asyncio.gather(
+            *(
+                store.append(tenant, [event_row(i) for i in ids], [{"id": i} for i in ids])
+                for ids in batches
+            )
+        )
+        await published(relay, 101)
+        got: list[Message] = []
+        while batch := await stream.read(EVENTS, group, "w", 1000, 0):
+            got.extend(m for m in batch if m.tenant == tenant)
+    finally:
+        await relay.close()
+        await store.close()
+
+    keys = [m.key for m in got]
+    assert sorted(keys) == sorted({f"{tenant}:{i}" for ids in batches for i in ids})
+    assert len(keys) == len(set(keys)) == 101
+    assert await drained.size() == 0
 
 
 async def test_one_replica_relays_at_a_time_and_another_takes_over_when_it_stops(

@@ -109,7 +109,7 @@ async def post_events(
         return JsonResponse(result.to_dict())
 
     # Without the header, a retried event id is still answered as a duplicate: the key only
-    # makes a retry get the first answer itself (accepted, not duplicates).
-    return await answer_once(
-        svc.idempotency, tenant, idempotency_key, request_hash(request, raw), run
-    )
+    # makes a retry get the first answer itself (accepted, not duplicates). Without it there
+    # is nothing to hash (a SHA-256 of every body, for nothing).
+    digest = "" if idempotency_key is None else request_hash(request, raw)
+    return await answer_once(svc.idempotency, tenant, idempotency_key, digest, run)

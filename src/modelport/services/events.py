@@ -108,10 +108,10 @@ class EventService:
         payloads: list[dict[str, Any]] = []
         seen: set[str] = set()
         for index, raw in enumerate(batch):
-            event_id = raw.get("event_id") if isinstance(raw, dict) else None
             try:
                 row, payload = _check(raw, oldest, newest)
             except Rejected as exc:
+                event_id = raw.get("event_id") if isinstance(raw, dict) else None
                 result.rejected.append(
                     {
                         "index": index,
@@ -120,22 +120,30 @@ class EventService:
                     }
                 )
                 continue
-            if row["event_id"] in seen:
-                result.duplicates.append(row["event_id"])
+            event_id = row["event_id"]
+            if event_id in seen:
+                result.duplicates.append(event_id)
                 continue
-            seen.add(row["event_id"])
+            seen.add(event_id)
             row["tenant"] = tenant
             row["received_at"] = received
             rows.append(row)
             # When it was accepted: the workers' freshness metric runs from here.
-            payloads.append({**payload, "accepted_at": at})
+            payload["accepted_at"] = at
+            payloads.append(payload)
         new = await self._store.append(tenant, rows, payloads)
-        for row in rows:
-            (result.accepted if row["event_id"] in new else result.duplicates).append(
-                row["event_id"]
-            )
+        if len(new) == len(rows):
+            result.accepted.extend(row["event_id"] for row in rows)
+        else:
+            for row in rows:
+                (result.accepted if row["event_id"] in new else result.duplicates).append(
+                    row["event_id"]
+                )
         await self._purge_now_and_then(at)
         return result
+
+    async def close(self) -> None:
+        await self._store.close()
 
     async def export(
         self, tenant: str, since: dt.datetime, until: dt.datetime
@@ -177,21 +185,29 @@ def _check(raw: Any, oldest: float, newest: float) -> tuple[dict[str, Any], dict
     if not raw.keys() <= _FIELDS:
         unknown = ", ".join(sorted(str(k) for k in raw.keys() - _FIELDS))
         raise Rejected(f"unknown field(s) {unknown}")
-    event_id = _id(raw.get("event_id"), "event_id", required=True)
-    kind = raw.get("type")
+    get = raw.get
+    event_id = get("event_id")
+    if not _good_id(event_id):
+        _id(event_id, "event_id", required=True)
+    kind = get("type")
     if kind not in _TYPES:
         raise Rejected(f"type must be one of {', '.join(EVENT_TYPES)}, got {_show(kind)}")
-    user = _id(raw.get("user_id"), "user_id")
-    session = _id(raw.get("session_id"), "session_id")
+    user = get("user_id")
+    if user is not None and not _good_id(user):
+        _id(user, "user_id")
+    session = get("session_id")
+    if session is not None and not _good_id(session):
+        _id(session, "session_id")
     if user is None and session is None:
         raise Rejected("give user_id or session_id (or both)")
-    items = raw.get("item_ids")
+    items = get("item_ids")
     if items is None:
         items = []
     if not isinstance(items, list) or len(items) > MAX_ITEMS:
         raise Rejected(f"item_ids must be a list of at most {MAX_ITEMS} ids")
     for item in items:
-        _id(item, "item_ids[]", required=True)
+        if not _good_id(item):
+            _id(item, "item_ids[]", required=True)
     if not items and kind not in ("search", "impression"):
         raise Rejected(f"a {kind} event names the item(s) in item_ids")
     ts = _timestamp(raw.get("timestamp"), oldest, newest)
@@ -224,6 +240,11 @@ def _check(raw: Any, oldest: float, newest: float) -> tuple[dict[str, Any], dict
     return row, payload
 
 
+def _good_id(value: Any) -> bool:
+    """The common case of ``_id`` in one expression (checked for every id of every event)."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and "\x00" not in value
+
+
 def _id(value: Any, name: str, *, required: bool = False) -> str | None:
     if value is None and not required:
         return None
@@ -245,7 +266,7 @@ def _timestamp(value: Any, oldest: float, newest: float) -> float:
                 "(e.g. 2024-05-01T12:00:00Z) or epoch seconds"
             ) from None
         seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
         if not math.isfinite(seconds) or seconds >= _MAX_EPOCH_S:
             raise Rejected(
