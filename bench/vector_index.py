@@ -1,0 +1,509 @@
+"""Which ANN library backs modelport's vector index: usearch, hnswlib or faiss (HNSW in each).
+
+    .venv/bin/python bench/vector_index.py --scale 100k   # real MiniLM embeddings (minutes)
+    .venv/bin/python bench/vector_index.py --scale 1m     # synthetic clustered set (slow)
+    .venv/bin/python bench/vector_index.py --quick        # smoke run, 10k, page to /tmp
+
+For each library, on 384-d float32 unit vectors under cosine (inner product):
+
+1. build one HNSW graph (M=16, ef_construction=100, 2 threads): time and resident memory;
+2. recall@10 against exact search (numpy, all 1,000 queries) and queries/s, one query per call on
+   one thread and all queries in one call on two threads, for ef_search in 32, 64, 128, 256;
+3. filtered search keeping 1 % and 10 % of the items (a random subset): the library's way of
+   filtering *during* the graph search (faiss ``IDSelectorBitmap``, hnswlib's ``filter``
+   callable; usearch's Python binding has none, so it over-fetches and post-filters), recall@10
+   against the exact answer on the subset, how many queries got all k results, and the latency;
+   beside them the fallback every library can use: exact search over the subset's vectors.
+
+100k: MiniLM embeddings of real texts (``bench/search_corpus.py``). 1M: a synthetic set matched
+to them: k-means (1,000 clusters) on the 100k real vectors; a point is a cluster's centroid plus
+a residual drawn from the real residuals' covariance, scaled to that cluster's spread, then
+normalised; clusters are drawn with the real clusters' frequencies. Its queries are drawn the
+same way and are not in the set. The page reports how far its neighbours are next to the real
+set's, so a reader can judge how hard it is.
+
+Each scale writes its section of ``docs/benchmarks/vector_index.json``; the page is rebuilt from
+every section there. The machine may be shared: queries/s compare libraries within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import math
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import search_corpus
+from harness.cli import QUICK_OUT
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+K = 10
+M = 16
+EF_CONSTRUCTION = 100
+EF_SEARCH = (32, 64, 128, 256)
+TARGET_RECALL = 0.95
+THREADS = 2
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), 100):
+        scores = queries[start : start + 100] @ base.T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1)
+        out[start : start + 100] = np.take_along_axis(top, order, 1)
+    return out
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f[f >= 0]) & set(t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+# --- the three libraries behind one small interface --------------------------------------------
+
+
+class Candidate:
+    name = ""
+    version = ""
+
+    def build(self, base: np.ndarray) -> None: ...
+    def set_ef(self, ef: int) -> None: ...
+    def search(self, queries: np.ndarray, k: int, threads: int) -> np.ndarray: ...
+    def filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray: ...
+    def serialized_mb(self) -> float: ...
+
+    filter_how = ""
+
+
+class Faiss(Candidate):
+    name = "faiss-cpu"
+    filter_how = "IDSelectorBitmap in SearchParametersHNSW: checked in C++ during the graph walk"
+
+    def __init__(self) -> None:
+        import faiss
+
+        self.faiss = faiss
+        self.version = faiss.__version__
+
+    def build(self, base: np.ndarray) -> None:
+        self.faiss.omp_set_num_threads(THREADS)
+        self.index = self.faiss.IndexHNSWFlat(base.shape[1], M, self.faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = EF_CONSTRUCTION
+        self.index.add(base)
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = ef
+        self.index.hnsw.efSearch = ef
+
+    def search(self, queries: np.ndarray, k: int, threads: int) -> np.ndarray:
+        self.faiss.omp_set_num_threads(threads)
+        return self.index.search(queries, k)[1]
+
+    def filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray:
+        bits = np.packbits(mask, bitorder="little")
+        params = self.faiss.SearchParametersHNSW(
+            sel=self.faiss.IDSelectorBitmap(len(mask), self.faiss.swig_ptr(bits)), efSearch=self.ef
+        )
+        return self.index.search(query[None], k, params=params)[1][0]
+
+    def serialized_mb(self) -> float:
+        return len(self.faiss.serialize_index(self.index)) / 2**20
+
+
+class Hnswlib(Candidate):
+    name = "hnswlib"
+    filter_how = "filter= a Python callable(label) -> bool, called for each visited node"
+
+    def __init__(self) -> None:
+        import hnswlib
+
+        self.hnswlib = hnswlib
+        self.version = "0.8.0"
+
+    def build(self, base: np.ndarray) -> None:
+        self.index = self.hnswlib.Index(space="ip", dim=base.shape[1])
+        self.index.init_index(
+            max_elements=len(base), M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True
+        )
+        self.index.add_items(base, np.arange(len(base)), num_threads=THREADS)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.set_ef(ef)
+
+    def search(self, queries: np.ndarray, k: int, threads: int) -> np.ndarray:
+        return self.index.knn_query(queries, k, num_threads=threads)[0].astype(np.int64)
+
+    def filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray:
+        allowed = mask.tolist()
+        try:
+            labels = self.index.knn_query(
+                query[None], k, num_threads=1, filter=allowed.__getitem__
+            )[0]
+        except RuntimeError:  # fewer than k found: hnswlib raises instead of returning fewer
+            return np.full(k, -1)
+        return labels[0].astype(np.int64)
+
+    def serialized_mb(self) -> float:
+        return float(self.index.index_file_size()) / 2**20
+
+
+class Usearch(Candidate):
+    name = "usearch"
+    filter_how = (
+        "none in the Python binding (the C++ filtered_search predicate is not exposed): "
+        "over-fetch k/selectivity x 2 and filter afterwards"
+    )
+
+    def __init__(self) -> None:
+        import usearch
+        from usearch.index import Index
+
+        self.Index = Index
+        self.version = usearch.VERSION if hasattr(usearch, "VERSION") else usearch.__version__
+
+    def build(self, base: np.ndarray) -> None:
+        self.index = self.Index(
+            ndim=base.shape[1],
+            metric="ip",
+            dtype="f32",
+            connectivity=M,
+            expansion_add=EF_CONSTRUCTION,
+        )
+        self.index.add(np.arange(len(base)), base, threads=THREADS)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.expansion_search = ef
+
+    def search(self, queries: np.ndarray, k: int, threads: int) -> np.ndarray:
+        found = self.index.search(queries, k, threads=threads)
+        return np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+
+    def filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> np.ndarray:
+        fetch = min(len(mask), int(2 * k * len(mask) / max(1, int(mask.sum()))))
+        keys = np.asarray(self.index.search(query, fetch, threads=1).keys, dtype=np.int64)
+        keep = keys[mask[keys]][:k]
+        return np.pad(keep, (0, k - len(keep)), constant_values=-1)
+
+    def serialized_mb(self) -> float:
+        return float(self.index.serialized_length) / 2**20
+
+
+CANDIDATES: dict[str, Callable[[], Candidate]] = {
+    "usearch": Usearch,
+    "hnswlib": Hnswlib,
+    "faiss-cpu": Faiss,
+}
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def synthetic(real: np.ndarray, n: int, queries: int, seed: int = 7) -> tuple[Any, ...]:
+    """``n`` + ``queries`` clustered unit vectors matched to ``real`` (see the module docstring)."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    clusters = 1000
+    km = faiss.Kmeans(real.shape[1], clusters, niter=12, seed=seed, spherical=True)
+    km.train(real)
+    _, assign = km.index.search(real, 1)
+    assign = assign[:, 0]
+    centroids = np.zeros_like(km.centroids)
+    spread = np.zeros(clusters, dtype=np.float32)
+    for c in range(clusters):
+        members = real[assign == c]
+        if len(members):
+            centroids[c] = members.mean(axis=0)
+            spread[c] = np.sqrt(((members - centroids[c]) ** 2).sum(axis=1).mean())
+    residuals = real - centroids[assign]
+    residuals /= np.clip(spread[assign][:, None], 1e-6, None)
+    cov = np.cov(residuals, rowvar=False) + 1e-6 * np.eye(real.shape[1])
+    chol = np.linalg.cholesky(cov).astype(np.float32)
+    weights = np.bincount(assign, minlength=clusters) / len(real)
+
+    def draw(count: int) -> np.ndarray:
+        out = np.empty((count, real.shape[1]), dtype=np.float32)
+        for start in range(0, count, 100_000):
+            size = min(100_000, count - start)
+            which = rng.choice(clusters, size=size, p=weights)
+            noise = rng.standard_normal((size, real.shape[1]), dtype=np.float32) @ chol.T
+            block = centroids[which] + noise * spread[which][:, None]
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            out[start : start + size] = block
+        return out
+
+    return draw(n), draw(queries)
+
+
+def neighbour_profile(base: np.ndarray, queries: np.ndarray) -> dict[str, float]:
+    """Mean cosine of the queries' 1st and 10th neighbours, and of random pairs."""
+    sims = queries[:200] @ base.T
+    top = -np.sort(-np.partition(sims, -K, axis=1)[:, -K:], axis=1)
+    rng = np.random.default_rng(0)
+    pairs = base[rng.integers(0, len(base), 2000)] * base[rng.integers(0, len(base), 2000)]
+    return {
+        "cos_1st": round(float(top[:, 0].mean()), 4),
+        "cos_10th": round(float(top[:, -1].mean()), 4),
+        "cos_random_pair": round(float(pairs.sum(axis=1).mean()), 4),
+    }
+
+
+# --- the measurements --------------------------------------------------------------------------
+
+
+def measure(lib: Candidate, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
+            masks: dict[str, np.ndarray], filter_queries: int) -> dict[str, Any]:  # fmt: skip
+    gc.collect()
+    before = rss_mb()
+    started = time.perf_counter()
+    lib.build(base)
+    build_s = time.perf_counter() - started
+    gc.collect()
+    row: dict[str, Any] = {
+        "library": lib.name,
+        "version": lib.version,
+        "build_s": round(build_s, 2),
+        "memory_mb": round(rss_mb() - before, 1),
+        "serialized_mb": round(lib.serialized_mb(), 1),
+        "sweep": [],
+        "filters": {},
+        "filter_how": lib.filter_how,
+    }
+    print(f"  {lib.name}: built in {build_s:.1f} s, +{row['memory_mb']:.0f} MB")
+    single_n = min(len(queries), 500)
+    for ef in EF_SEARCH:
+        lib.set_ef(ef)
+        found, batch_s, single_s = None, math.inf, math.inf
+        # Best of three: the machine is shared, the best run is the least disturbed one.
+        for _ in range(3):
+            started = time.perf_counter()
+            found = lib.search(queries, K, THREADS)
+            batch_s = min(batch_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            for q in queries[:single_n]:
+                lib.search(q[None], K, 1)
+            single_s = min(single_s, time.perf_counter() - started)
+        point = {
+            "ef": ef,
+            "recall": round(recall(found, truth), 4),
+            "qps_single": round(single_n / single_s),
+            "qps_batch": round(len(queries) / batch_s),
+        }
+        row["sweep"].append(point)
+        print(f"    ef={ef}: {point}")
+    good = [p for p in row["sweep"] if p["recall"] >= TARGET_RECALL]
+    row["at_target"] = good[0] if good else None
+    ef = max(good[0]["ef"] if good else EF_SEARCH[-1], 64)
+    for name, mask in masks.items():
+        allowed = np.flatnonzero(mask)
+        sub_truth = allowed[exact_topk(base[allowed], queries[:filter_queries])]
+        share = len(allowed) / len(mask)
+        for label, filter_ef in (("", ef), (" wide", min(2048, int(ef / share / 4)))):
+            lib.set_ef(filter_ef)
+            results, full, started = [], 0, time.perf_counter()
+            for q in queries[:filter_queries]:
+                got = lib.filtered(q, K, mask)
+                full += int((got >= 0).sum() == K)
+                results.append(got)
+            latency_ms = (time.perf_counter() - started) / filter_queries * 1000
+            row["filters"][name + label] = {
+                "ef": filter_ef,
+                "recall": round(recall(np.array(results), sub_truth), 4),
+                "full_k_share": round(full / filter_queries, 4),
+                "latency_ms": round(latency_ms, 3),
+            }
+            print(f"    filter {name}{label}: {row['filters'][name + label]}")
+    return row
+
+
+_SHARED: list[Any] = []
+
+
+def _measure_child(name: str, results: Any) -> None:
+    results.put(measure(CANDIDATES[name](), *_SHARED))
+
+
+def exact_subset(base: np.ndarray, queries: np.ndarray, masks: dict[str, np.ndarray],
+                 filter_queries: int) -> dict[str, Any]:  # fmt: skip
+    """The fallback: gather the subset's vectors and score them all (one query at a time)."""
+    out = {}
+    for name, mask in masks.items():
+        allowed = np.flatnonzero(mask)
+        started = time.perf_counter()
+        for q in queries[:filter_queries]:
+            scores = base[allowed] @ q
+            top = np.argpartition(-scores, K)[:K]
+            allowed[top[np.argsort(-scores[top])]]
+        out[name] = {
+            "recall": 1.0,
+            "full_k_share": 1.0,
+            "latency_ms": round((time.perf_counter() - started) / filter_queries * 1000, 3),
+        }
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    real, real_queries, about = search_corpus.embeddings()
+    if args.scale == "1m":
+        base, queries = synthetic(real, 1_000_000, len(real_queries))
+        data = {
+            "kind": "synthetic clustered, matched to the 100k MiniLM set (module docstring)",
+            "real_100k": neighbour_profile(real, real_queries),
+            "synthetic_first_100k": neighbour_profile(base[:100_000], queries),
+            "synthetic_1m": neighbour_profile(base, queries),
+        }
+        del real
+    else:
+        n = 10_000 if args.quick else 100_000
+        base, queries = np.ascontiguousarray(real[:n]), real_queries
+        data = {
+            "kind": "real MiniLM embeddings",
+            **about,
+            "profile": neighbour_profile(base, queries),
+        }
+    print(f"{len(base):,} vectors; exact top-{K} for {len(queries):,} queries ...")
+    truth = exact_topk(base, queries)
+    rng = np.random.default_rng(11)
+    masks = {}
+    for share in (0.01, 0.10):
+        mask = np.zeros(len(base), dtype=bool)
+        mask[rng.choice(len(base), int(len(base) * share), replace=False)] = True
+        masks[f"{share:.0%}"] = mask
+    filter_queries = 50 if args.quick else 200
+    rows = []
+    context = multiprocessing.get_context("fork")
+    _SHARED[:] = [base, queries, truth, masks, filter_queries]
+    for name in args.libraries:
+        # A child per library (forked: it shares the vectors without a copy), so its memory is
+        # measured from a clean start and nothing of it stays in the next library's way.
+        results: Any = context.Queue()
+        child = context.Process(target=_measure_child, args=(name, results))
+        child.start()
+        rows.append(results.get())
+        child.join()
+    return {
+        "scale": args.scale if not args.quick else "quick",
+        "vectors": len(base),
+        "queries": len(queries),
+        "data": data,
+        "params": {"M": M, "ef_construction": EF_CONSTRUCTION, "threads": THREADS, "k": K},
+        "results": rows,
+        "exact_subset": exact_subset(base, queries, masks, filter_queries),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs (shared with other work, niced)",
+    }
+
+
+def page(sections: dict[str, Any]) -> str:
+    lines = [
+        "# Vector index: usearch vs hnswlib vs faiss",
+        "",
+        "Written by `bench/vector_index.py` (`make bench-vector-index`); the numbers and every",
+        "sweep point are in `vector_index.json`. Cosine on 384-d float32 unit vectors, HNSW with",
+        f"M={M}, ef_construction={EF_CONSTRUCTION}, k={K}; recall@10 against exact search.",
+        "Queries/s were measured on a shared 2-core machine under `nice`: compare libraries",
+        "within one scale, not with other pages.",
+        "",
+    ]
+    for scale in ("100k", "1m", "quick"):
+        s = sections.get(scale)
+        if not s:
+            continue
+        lines += [
+            f"## {s['vectors']:,} vectors ({s['data']['kind']})",
+            "",
+            f"{s['when']}, {s['machine']}.",
+            "",
+        ]
+        lines += [
+            "| library | build s | memory MB | snapshot MB | ef at recall ≥ 0.95 | recall@10 "
+            "| QPS 1 query/call, 1 thread | QPS batch, 2 threads |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in s["results"]:
+            t = r["at_target"] or {"ef": "not reached", "recall": r["sweep"][-1]["recall"],
+                                   "qps_single": r["sweep"][-1]["qps_single"],
+                                   "qps_batch": r["sweep"][-1]["qps_batch"]}  # fmt: skip
+            lines.append(
+                f"| {r['library']} {r['version']} | {r['build_s']} | {r['memory_mb']} "
+                f"| {r['serialized_mb']} | {t['ef']} | {t['recall']} | {t['qps_single']} "
+                f"| {t['qps_batch']} |"
+            )
+        lines += ["", "Recall@10 by ef_search:", "", "| library | " + " | ".join(
+            f"ef={ef}" for ef in EF_SEARCH) + " |", "|---|" + "---|" * len(EF_SEARCH)]  # fmt: skip
+        for r in s["results"]:
+            lines.append(
+                f"| {r['library']} | "
+                + " | ".join(f"{p['recall']} ({p['qps_single']}/s)" for p in r["sweep"])
+                + " |"
+            )
+        lines += [
+            "",
+            "Filtered search (a random subset of the items; recall against exact search on the",
+            "subset; 'full k' = share of queries that got all 10 results; one query per call):",
+            "",
+            "| library | ef_search | 1 %: recall / full k / ms | 10 %: recall / full k / ms |",
+            "|---|---|---|---|",
+        ]
+        for r in s["results"]:
+            for wide in ("", " wide"):
+                f1, f10 = r["filters"]["1%" + wide], r["filters"]["10%" + wide]
+                lines.append(
+                    f"| {r['library']} | {f1['ef']} (1 %), {f10['ef']} (10 %) | {f1['recall']} / "
+                    f"{f1['full_k_share']} / {f1['latency_ms']} | {f10['recall']} / "
+                    f"{f10['full_k_share']} / {f10['latency_ms']} |"
+                )
+        e1, e10 = s["exact_subset"]["1%"], s["exact_subset"]["10%"]
+        lines += [
+            f"| exact over the subset (numpy) | - | 1.0 / 1.0 / {e1['latency_ms']} "
+            f"| 1.0 / 1.0 / {e10['latency_ms']} |",
+            "",
+            "How each filters during the graph search:",
+            "",
+            *[f"- {r['library']}: {r['filter_how']}" for r in s["results"]],
+            "",
+            "Data: `" + json.dumps({k: v for k, v in s["data"].items() if k != "cache"}) + "`",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=("100k", "1m"), default="100k")
+    parser.add_argument("--quick", action="store_true", help="10k vectors, page to /tmp")
+    parser.add_argument("--libraries", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
+    parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    out_dir = args.out_dir or (QUICK_OUT if args.quick else DOCS)
+    result = run(args)
+    if args.no_write:
+        print(json.dumps(result, indent=2))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "vector_index.json"
+    sections = json.loads(json_path.read_text()) if json_path.exists() else {}
+    sections[result["scale"]] = result
+    json_path.write_text(json.dumps(sections, indent=2) + "\n")
+    (out_dir / "vector_index.md").write_text(page(sections))
+    print(f"wrote {out_dir / 'vector_index.md'}")
+
+
+if __name__ == "__main__":
+    main()
