@@ -57,7 +57,7 @@ class VectorParams:
     """Candidates kept during an unfiltered walk: recall@10 >= 0.95 at 100k and 1M."""
     ef_filtered_max: int = 1024
     """A filtered walk uses ef_search / selectivity, up to this."""
-    exact_below: int = 20_000
+    exact_below: int = 5_000
     """A filter keeping at most this many items is answered by exact search over them."""
     compact_at: float = 0.25
     """Share of tombstoned slots at which the graph is rebuilt."""
