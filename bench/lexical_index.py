@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import importlib.metadata
 import json
 import math
 import os
@@ -61,7 +62,7 @@ class Tantivy:
         import tantivy
 
         self.t = tantivy
-        self.version = tantivy.__version__ if hasattr(tantivy, "__version__") else "0.27.0"
+        self.version = importlib.metadata.version("tantivy")
         self.fields = fields
         self.folder = Path(tempfile.mkdtemp(prefix="bench-tantivy-"))
         sb = tantivy.SchemaBuilder()
@@ -315,7 +316,34 @@ def page(result: dict[str, Any]) -> str:
             + " | ".join(str(v) for v in r["cranfield_ndcg10"].values())
             + " |"
         )
+    lines += ["", *NOTES.strip().splitlines()]
     return "\n".join(lines) + "\n"
+
+
+NOTES = """
+## How each does what the index needs
+
+| need | tantivy | bm25s |
+|---|---|---|
+| field weights | one BM25 per text field, boosts given per query (`field_boosts`): weights change without reindexing | no fields: one index per field; each query scores every document of every field (`get_scores`) and sums them with the weights in numpy |
+| upserts and deletes (the index follows the catalog stream) | delete by key term + add, then `commit` (new segments; merges in the background) | none: the corpus is indexed as a whole, so any change rebuilds it (a delete alone could be masked) |
+| filters inside the retrieval | query clauses that must match and score zero (`const_score_query`) on raw term and integer range fields | a mask over the score array (`weight_mask`, or zeroing scores) |
+| snapshot | the index folder's segment files (memory-mapped when open) | `save`/`load` of its arrays |
+| analysis | `en_stem`: lower case, Snowball English stems | its tokenizer + PyStemmer Snowball English |
+
+Both score BM25 alike: on Cranfield the two are within 0.01 nDCG@10 of each other (the gap is
+analysis: stop words and token rules). Weighting titles 2 : 1 lowers nDCG@10 on Cranfield for
+both: its titles are short and repeated as the abstract's first sentence, so a title match
+counts twice. That is a property of that collection, not a reason to drop field weights; the
+catalog defaults are title 2, brand 1.5, description 1, settable per tenant and per query.
+
+**Choice: tantivy.** It takes the change stream as it comes (1,000 upserts and 101 deletes
+searchable in 0.05 s, one upsert in 0.016 s, against a 5-7 s rebuild of the whole bm25s index
+at 100k products, which grows with the catalog), field weights are a query option, filters are
+native clauses, it indexes about 4.5 times faster, answers about twice the queries per second
+with field weights, and needs less memory (memory-mapped segments). bm25s is a fine batch
+scorer for a static corpus; this index is not static.
+"""  # noqa: E501 - a markdown table row is one line
 
 
 def main() -> None:
@@ -323,7 +351,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--page-only", action="store_true", help="rewrite the page from the JSON")
     args = parser.parse_args()
+    if args.page_only:
+        result = json.loads((DOCS / "lexical_index.json").read_text())
+        (DOCS / "lexical_index.md").write_text(page(result))
+        return
     docs = product_docs(10_000 if args.quick else 100_000)
     queries = shop_queries()
     result = {

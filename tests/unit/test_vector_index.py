@@ -127,6 +127,16 @@ def test_a_removed_product_disappears_and_an_upsert_replaces() -> None:
     assert len(index) == 1_999
 
 
+def test_the_last_write_of_a_key_in_one_batch_wins() -> None:
+    vectors = clustered(3)
+    index = VectorIndex("shop", DIM)
+    index.upsert_many(["a", "b", "a"], vectors, [Facets(price=1), Facets(), Facets(price=3)])
+    assert len(index) == 2
+    assert index.search(vectors[2], 1)[0].key == "a"
+    assert "a" not in [h.key for h in index.search(vectors[0], 3) if h.score > 0.9999]
+    assert [h.key for h in index.search(vectors[2], 5, SearchFilter(min_price=3))] == ["a"]
+
+
 def test_a_facet_only_change_is_seen_by_filters_at_once() -> None:
     keys, vectors, facets = catalog(500)
     index = VectorIndex("shop", DIM)

@@ -120,10 +120,10 @@ class VectorIndex:
                     continue
                 applied += 1
                 slot = self._slot_of.get(key)
-                if slot is not None and np.array_equal(self._vector(slot), vectors[i]):
-                    self._facets.set(slot, facets[i])  # facets only: the graph is untouched
-                    continue
-                if slot is not None:
+                if slot is not None and slot < len(self._keys):  # in the graph already
+                    if np.array_equal(self._vector(slot), vectors[i]):
+                        self._facets.set(slot, facets[i])  # facets only: the graph is untouched
+                        continue
                     self._tombstone(slot)
                 slot = len(self._keys) + len(fresh)
                 self._slot_of[key] = slot
