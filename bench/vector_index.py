@@ -432,6 +432,12 @@ def measure(lib: Candidate, base: np.ndarray, queries: np.ndarray, truth: np.nda
         lib.set_ef(ef)
         found = lib.search(queries, K, THREADS)
         row["streamed"] = {"ef": ef, "recall": round(recall(found, order[truth]), 4)}
+        if isinstance(lib, Modelport):  # and after the rebuild the catalog consumer runs
+            started = time.perf_counter()
+            lib.index.rebuild()
+            row["streamed"]["rebuild_s"] = round(time.perf_counter() - started, 1)
+            found = lib.search(queries, K, THREADS)
+            row["streamed"]["after_rebuild"] = round(recall(found, order[truth]), 4)
         print(f"    streamed build: {row['streamed']}")
     return row
 
@@ -570,7 +576,7 @@ def page(sections: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['library']} {r['version']} | {r['build_s']} | {r['memory_mb']} "
                 f"| {r['serialized_mb']} | {t['ef']} | {t['recall']} | {t['qps_single']} "
-                f"| {t['qps_batch']} | {r['streamed']['recall'] if 'streamed' in r else '-'} |"
+                f"| {t['qps_batch']} | {_streamed(r)} |"
             )
         lines += [
             "",
@@ -635,6 +641,18 @@ def page(sections: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _streamed(row: dict[str, Any]) -> str:
+    streamed = row.get("streamed")
+    if not streamed:
+        return "-"
+    if "after_rebuild" not in streamed:
+        return str(streamed["recall"])
+    return (
+        f"{streamed['recall']}; {streamed['after_rebuild']} after `rebuild()` "
+        f"({streamed['rebuild_s']} s)"
+    )
+
+
 NOTES = """
 ## Updates, deletes and snapshots
 
@@ -646,30 +664,41 @@ NOTES = """
 | read stored vectors (exact fallback) | zero-copy view of the flat storage | `get_items`: a Python list per call (5 s for 20k items here) | `get`, a copy |
 | snapshot to bytes | `serialize_index` | `save_index` to a file | `save()` returns bytes |
 
-## Choice: faiss-cpu
+## Choice: faiss-cpu, with rebuilds
 
-- **Recall and speed.** On the real 100k MiniLM set faiss's graph reaches recall@10 0.95 at
-  the smallest ef_search of the three, and at any recall answers the most queries per second,
-  with the least memory and the fastest build. hnswlib needs about twice the ef for the same
-  recall; usearch (same M and ef_construction) stays below 0.95 up to ef 256. The catalog part
-  of the set is templated text, so it holds dense clusters of near-duplicates: a hard case for
-  HNSW, and the reason recall climbs slowly with ef for all three.
-- **Filters inside the walk** in C++ (`IDSelectorBitmap`), with no Python in the loop: with
-  ef_search raised in proportion to the selectivity, a 1 % filter keeps recall ≥ 0.98 at about
-  2 ms and a 10 % filter answers in a fraction of a ms. At a fixed ef faiss gives up early on a
-  very selective filter (34 % of the queries got all 10 at 1 %): modelport's `VectorIndex`
-  raises ef, answers filters keeping ≤ 5,000 items by exact search over them (0.13 ms for 1,000
-  items), and falls back to exact search whenever the walk returns fewer than k, so a filter
-  never shortens a result list. hnswlib's callable filter is exact but costs 36-170 ms per query
-  at 1 % (a Python call per visited node, holding the GIL); usearch's Python binding cannot
-  filter during the search at all.
-- **Updates** are faiss's weak side: HNSW in faiss cannot delete. modelport keeps a tombstone
-  bitmap (always part of the selector), appends a changed vector to a new slot, changes facets
-  without touching the graph, and rebuilds the graph from the live vectors when tombstones pass
-  25 % of the slots. A product catalog changes prices and stock far more often than texts, so
-  rebuilds are rare.
-- The exact fallback reads faiss's flat storage in place (no second copy of the vectors);
-  hnswlib would need one (its `get_items` is far too slow), doubling the vector memory.
+Numbers from the 100k real-vector section above.
+
+- **Recall and speed.** With the vectors inserted in a random order, all three reach recall@10
+  0.95 around ef_search 64; at any recall faiss answers the most queries per second (0.965 at
+  ~6,300 queries/s, 0.978 at ~3,500; hnswlib 0.969 at ~3,200; usearch 0.964 at ~1,900), with
+  the least memory (162 MB per 100k against 172-174 MB) and a build time between hnswlib's and
+  usearch's.
+- **Filters inside the walk** in C++ (`IDSelectorBitmap`), with no Python in the loop. At a
+  fixed ef faiss gives up early on a very selective filter (at 1 %, under a third of the
+  queries get all 10), so modelport's `VectorIndex` raises ef in proportion to the selectivity
+  (1 %: recall ≥ 0.99 at a few ms; 10 %: 0.97 in under 1 ms), answers filters keeping
+  ≤ 5,000 items by exact search over them (0.6 ms for 1,000), and falls back to exact search
+  whenever the walk returns fewer than k: a filter never shortens a result list. hnswlib's
+  callable filter is exact but costs ~40-90 ms per query at 1 % (a Python call per visited
+  node, under the GIL); usearch's Python binding cannot filter during the search at all
+  (over-fetching and post-filtering is what the issue's pgvector reports complain about).
+- **Its weak side: a graph grown batch by batch in catalog order.** Built from batches of
+  1,000 in the corpus's own order (the way an import flows through the stream), faiss's graph
+  drops to 0.91 at ef 64 (0.93 at 128, 0.94 at 256), usearch's to 0.90 at 128, while hnswlib's
+  keeps 0.955 at 128. faiss's one-shot `add` orders the points by level and restores the graph:
+  `VectorIndex.rebuild()` rebuilds from the live vectors in one go (recall back to 0.97 at
+  ef 64), in the background while searches and writes go on. It is due after growth of half
+  the last build or tombstones past 25 %, so it also pays for faiss's missing deletes (a
+  tombstone bitmap that is always part of the selector). Since a product catalog changes
+  prices and stock far more often than texts, and facet-only changes touch no graph, rebuilds
+  follow imports, not daily traffic.
+- **Exact fallback without a second copy**: faiss's flat storage is read in place. hnswlib
+  would need a copy of every vector (its `get_items` took 5 s for 20k items here), doubling
+  the vector memory, to answer selective filters exactly.
+
+hnswlib is the runner-up: more robust to insertion order and with native deletes, but slower
+per query at equal recall, slow filters (Python callable) and twice the memory once a copy of
+the vectors serves the exact fallback.
 """  # noqa: E501 - a markdown table row is one line
 
 

@@ -159,18 +159,45 @@ def test_stale_versions_are_ignored_so_a_replay_is_harmless() -> None:
     assert index.search(vectors[2], 1)[0].key == "a"
 
 
-def test_many_removals_compact_the_graph_and_keep_answers_right() -> None:
+def test_a_rebuild_drops_tombstones_and_keeps_answers_right() -> None:
     keys, vectors, facets = catalog(2_000)
     index = VectorIndex("shop", DIM, VectorParams(compact_at=0.25))
     index.upsert_many(keys, vectors, facets)
+    assert index.rebuild_due()  # grown from nothing
+    index.rebuild()
+    assert not index.rebuild_due()
     for i in range(0, 2_000, 2):
         index.remove(f"p{i}")
+    assert index.rebuild_due()
+    index.rebuild()
     stats = index.stats()
-    assert stats["items"] == 1_000 and stats["tombstones"] < 500
+    assert stats["items"] == 1_000 and stats["tombstones"] == 0 and not stats["rebuild_due"]
     query = vectors[11]
     assert index.search(query, 1)[0].key == "p11"
     red = SearchFilter(attributes=(("color", "red"),))
     assert all(int(h.key[1:]) % 6 == 3 for h in index.search(query, 20, red))
+
+
+def test_writes_made_during_a_rebuild_are_kept() -> None:
+    keys, vectors, facets = catalog(1_500)
+    extra = clustered(2, seed=12)
+
+    class WritesWhileBuilding(VectorIndex):
+        def _build_graph(self, vectors: np.ndarray) -> object:
+            # The lock is free while the graph builds: searches and writes go through.
+            assert self.search(extra[0], 1)
+            self.upsert("late", extra[0], Facets(brand="Late"))
+            self.remove("p3")
+            self.upsert("p4", extra[1])
+            return super()._build_graph(vectors)
+
+    index = WritesWhileBuilding("shop", DIM)
+    index.upsert_many(keys, vectors, facets)
+    index.rebuild()
+    assert index.search(extra[0], 1)[0].key == "late"
+    assert [h.key for h in index.search(extra[0], 5, SearchFilter(brands=("Late",)))] == ["late"]
+    assert "p3" not in index and index.search(extra[1], 1)[0].key == "p4"
+    assert len(index) == 1_500
 
 
 def test_a_snapshot_restores_identical_results_and_the_stream_position() -> None:
