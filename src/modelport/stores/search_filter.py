@@ -156,8 +156,9 @@ class FacetColumns:
             allowed &= price <= where.max_price
         for name, value in where.attributes:
             slots = self._terms.get(term_key(name, value), set())
+            ids = np.fromiter(slots, dtype=np.int64, count=len(slots))
             term = np.zeros(size, dtype=bool)
-            term[[s for s in slots if s < size]] = True
+            term[ids[ids < size]] = True
             allowed &= term
         return allowed
 
