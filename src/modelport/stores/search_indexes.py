@@ -45,12 +45,14 @@ class SearchIndexes:
                 index = self._vectors[tenant] = VectorIndex(tenant, self.dim, self.vector_params)
             return index
 
-    def lexical(self, tenant: str) -> LexicalIndex:
+    def lexical(self, tenant: str, fields: Mapping[str, float] | None = None) -> LexicalIndex:
+        """The tenant's lexical index; ``fields`` (name -> weight, else the default) shape it
+        when it is made. Its weights can still change per query; its fields cannot."""
         with self._lock:
             index = self._lexical.get(tenant)
             if index is None:
                 index = self._lexical[tenant] = LexicalIndex(
-                    tenant, self.fields, self._tenant_folder(tenant)
+                    tenant, fields or self.fields, self._tenant_folder(tenant)
                 )
             return index
 
