@@ -251,7 +251,8 @@ class Modelport(Candidate):
     filter_how = (
         "facet bitmap checked in the faiss walk, with the ef_search shown raised to "
         "ef_search / selectivity / 4 (max 1024); exact search over the allowed vectors when at "
-        "most 5,000 pass or the walk found < k"
+        "most 5,000 pass, up to 20,000 when the walk would need more than ef 1024, or when the "
+        "walk found < k"
     )
 
     def __init__(self) -> None:
