@@ -59,6 +59,19 @@ bench-join: setup ## Inference with features joined from Redis against the model
 bench-cache: setup ## Response cache: 90 % repeated requests vs uncached, cost of a hit (needs wrk)
 	$(BIN)/python bench/cache.py $(BENCH_ARGS)
 
+$(VENV)/.bench-search: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench-search]'
+	touch $@
+
+bench-vector-index: setup $(VENV)/.bench-search ## ANN libraries at 100k real MiniLM vectors (embeds them once, ~15 min on 2 cores)
+	$(BIN)/python bench/vector_index.py --scale 100k $(BENCH_ARGS)
+
+bench-vector-million: setup $(VENV)/.bench-search ## ANN libraries at 1M synthetic vectors matched to the 100k set (slow: ~1 h on 2 cores, ~6 GB)
+	$(BIN)/python bench/vector_index.py --scale 1m $(BENCH_ARGS)
+
+bench-lexical-index: setup $(VENV)/.bench-search ## BM25 libraries (tantivy, bm25s) on 100k demo products and Cranfield
+	$(BIN)/python bench/lexical_index.py $(BENCH_ARGS)
+
 bench-quick: setup ## Every benchmark as a short smoke run (reports go to a temp folder, not docs/)
 	set -e; for script in infer_throughput releases features features_join cache; do \
 		$(BIN)/python bench/$$script.py --quick $(BENCH_ARGS); done
@@ -75,4 +88,4 @@ clean: ## Remove the virtual environment, the compiled modules and local state (
 	-$(PYTHON) scripts/build_compiled.py --remove
 	rm -rf $(VENV) var build
 
-.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-quick clean
+.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-vector-index bench-vector-million bench-lexical-index bench-quick clean
