@@ -300,3 +300,18 @@ def test_shutdown_finishes_the_answer_in_progress(running: Running) -> None:
         assert closed(sock, 5.0)
     running.thread.join(10)
     assert not running.thread.is_alive()
+
+
+def test_a_request_answered_while_another_is_pipelined_still_sees_the_disconnect(
+    running: Running,
+) -> None:
+    DISCONNECTS.clear()
+    with running.connect() as sock:
+        sock.sendall(
+            b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while not DISCONNECTS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert DISCONNECTS == ["http.disconnect"]

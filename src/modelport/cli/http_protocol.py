@@ -115,6 +115,9 @@ class HttpConnection:
         self.writable: asyncio.Future[None] | None = None
         self.pipeline: deque[tuple[Exchange, ASGIApp]] = deque()
         self.exchange: Exchange | None = None
+        """The request parsed last (its body is still arriving, or it waits in the pipeline)."""
+        self.running: Exchange | None = None
+        """The request the app is answering (an earlier one than ``exchange`` when pipelined)."""
         # The request being parsed.
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -142,11 +145,11 @@ class HttpConnection:
     def connection_lost(self, exc: BaseException | None) -> None:
         self.connections.discard(self)
         self.deadlines.forget(self)
-        exchange = self.exchange
-        if exchange is not None:
-            if not exchange.response_complete:
-                exchange.disconnected = True
-            exchange.wake()
+        for exchange in (self.running, self.exchange):
+            if exchange is not None:
+                if not exchange.response_complete:
+                    exchange.disconnected = True
+                exchange.wake()
         for waiting, _ in self.pipeline:
             waiting.disconnected = True
         self.resume_writing()
@@ -297,6 +300,7 @@ class HttpConnection:
     # -- requests ----------------------------------------------------------------------------
 
     def start(self, exchange: Exchange, app: ASGIApp) -> None:
+        self.running = exchange
         task = self.loop.create_task(exchange.run(app))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
