@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from modelport.errors import Conflict
+from modelport.routing.assignment import choose
 from modelport.wiring import build_services
 
 from .conftest import (
@@ -52,6 +53,7 @@ FACTORS: dict[str, dict[str, float]] = {
     "deletable": {"1": 1.0, "2": 2.0},
     "unrouted": {"1": 1.0, "2": 2.0},
     "replicated": {"1": 1.0, "2": 2.0},
+    "experimented": {"1": 1.0, "2": 2.0},
 }
 
 
@@ -594,3 +596,66 @@ async def test_push_checks_interface_and_golden_examples(
     ]
     assert pushes[1]["details"]["golden_passed"] == 1
     assert pushes[0]["details"]["golden_cleared"] is True
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def test_an_experiment_on_a_model_routes_each_unit_to_its_variant_and_records_exposures(
+    http: httpx.Client,
+) -> None:
+    factors = FACTORS["experimented"]
+    set_alias(http, "experimented", "production", "1")
+    experiment = {
+        "id": "exp-infer",
+        "name": "version 2 against production",
+        "surface": "inference:experimented",
+        "unit": "user",
+        "variants": [
+            {
+                "name": "control",
+                "weight": 50,
+                "target": {"kind": "model", "model": "experimented", "alias": "production"},
+            },
+            {
+                "name": "v2",
+                "weight": 50,
+                "target": {"kind": "model", "model": "experimented", "version": "2"},
+            },
+        ],
+    }
+    assert http.post("/v1/experiments", json=experiment).status_code == 201
+    started = http.post("/v1/experiments/exp-infer/start")
+    assert started.status_code == 200, started.text
+    salt = started.json()["salt"]
+    seen: Counter[str] = Counter()
+    for n in range(60):
+        unit = f"user-{n}"
+        answer = http.post(
+            "/v2/models/experimented/infer", json=infer_doc(), headers={"X-Experiment-Unit": unit}
+        )
+        variant = ["control", "v2"][choose(salt, unit, [50, 50])]
+        assert answer.headers["x-experiment"] == "exp-infer"
+        assert answer.headers["x-experiment-variant"] == variant
+        assert served_by(answer, factors) == {"control": "1", "v2": "2"}[variant]
+        seen[variant] += 1
+    assert seen["control"] and seen["v2"]
+    # Without a unit, or naming a version, the call is not part of the experiment.
+    plain = http.post("/v2/models/experimented/infer", json=infer_doc())
+    assert "x-experiment" not in plain.headers
+    pinned = http.post(
+        "/v2/models/experimented/versions/1/infer",
+        json=infer_doc(),
+        headers={"X-Experiment-Unit": "user-1"},
+    )
+    assert served_by(pinned, factors) == "1" and "x-experiment" not in pinned.headers
+    # Every exposure is recorded (written off the request path, so give it a moment).
+    deadline = time.monotonic() + 10
+    while True:
+        results = http.get("/v1/experiments/exp-infer/results").json()
+        exposures = {v["name"]: v["exposures"] for v in results["variants"]}
+        if sum(exposures.values()) == 60 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert exposures == {"control": seen["control"], "v2": seen["v2"]}
+    assert http.post("/v1/experiments/exp-infer/stop", json={}).status_code == 200

@@ -97,6 +97,7 @@ class FrontDoor:
             max_request_bytes=settings.max_request_bytes,
             max_header_bytes=settings.max_header_bytes,
             access_log=settings.access_log,
+            experiments=services.experiments,
         )
 
     @property

@@ -21,6 +21,7 @@ class RequestHead:
         "authorization",
         "content_length",
         "encoding",
+        "experiment_unit",
         "header_length",
         "origin",
         "problem",
@@ -37,6 +38,9 @@ class RequestHead:
         self.origin: bytes = b""
         self.alias: str | None = None
         self.routing_key: str | None = None
+        self.experiment_unit: str | None = None
+        """``X-Experiment-Unit``: the caller's unit (user, session or custom key value) for
+        experiments covering the route."""
         self.header_length: int | None = None
         """``Inference-Header-Content-Length`` (the binary tensor extension); -1 if malformed."""
         self.problem: ModelportError | None = None
@@ -71,6 +75,8 @@ def read_head(headers: list[tuple[bytes, bytes]], max_header_bytes: int) -> Requ
             head.alias = value.decode("latin-1") or None
         elif key == b"x-routing-key":
             head.routing_key = value.decode("latin-1")
+        elif key == b"x-experiment-unit":
+            head.experiment_unit = value.decode("latin-1") or None
     head.request_id = request_id if request_id is not None else new_request_id()
     if size > max_header_bytes:
         head.problem = HeadersTooLarge(

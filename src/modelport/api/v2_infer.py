@@ -7,10 +7,16 @@ classes, not the edge: it uses the same pieces as every other route (``read_head
 model will serve the call, so a body larger than anything that model takes (or one for a model
 that does not exist) is refused unread. Two request headers steer routing: ``X-Model-Alias``
 pins an alias (like ``{model}@{alias}`` in the path) and ``X-Routing-Key`` gives the sticky
-routing key. The OpenAPI document describes the route (``api.openapi``).
+routing key. ``X-Experiment-Unit`` names the caller's experiment unit: when a running experiment
+covers ``inference:{model}`` and the call names neither a version nor an alias, the unit's
+variant picks the model target, the answer says which (``x-experiment``,
+``x-experiment-variant``) and the exposure is recorded. The OpenAPI document describes the route
+(``api.openapi``).
 """
 
 from __future__ import annotations
+
+import time
 
 import structlog
 from starlette.types import Receive, Scope, Send
@@ -23,6 +29,7 @@ from modelport.api.gate import Gate
 from modelport.api.request_head import read_head
 from modelport.api.responses import CLOSE, add_common_headers, log_access
 from modelport.errors import ModelportError
+from modelport.services.experiments import Assignment, ExperimentService
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate
 from modelport.serving.codec import encode_response, parse_body
@@ -57,6 +64,7 @@ class InferEndpoint:
         max_request_bytes: int,
         max_header_bytes: int,
         access_log: bool,
+        experiments: ExperimentService | None = None,
     ) -> None:
         self._inference = inference
         self._gate = gate
@@ -66,6 +74,7 @@ class InferEndpoint:
         self._max = max_request_bytes
         self._max_headers = max_header_bytes
         self._access_log = access_log
+        self._experiments = experiments
 
     async def __call__(
         self,
@@ -80,6 +89,10 @@ class InferEndpoint:
         headers: list[tuple[bytes, bytes]] = []
         permit: BodyPermit | None = None
         read = False
+        assignment: Assignment | None = None
+        alias = head.alias
+        started = 0.0
+        tenant = ""
         try:
             if head.problem is not None:
                 raise head.problem
@@ -89,10 +102,17 @@ class InferEndpoint:
             assert caller is not None and caller.tenant is not None  # noqa: S101 - INFER scope
             tenant = caller.tenant
             quotas = caller.quotas
-            limit, reason = self._limit(tenant, quotas.max_body_bytes, model, version, head.alias)
+            if head.experiment_unit and version is None and alias is None:
+                assignment = await self._assign(tenant, model, head.experiment_unit)
+                if assignment is not None:
+                    started = time.perf_counter()
+                    target = assignment.target
+                    model = str(target.get("model") or model)
+                    version, alias = target.get("version"), target.get("alias")
+            limit, reason = self._limit(tenant, quotas.max_body_bytes, model, version, alias)
             if not limit:
                 # No version here answers for the target: say why before reading the body.
-                await self._inference.check_target(tenant, model, version, head.alias)
+                await self._inference.check_target(tenant, model, version, alias)
                 limit, reason = self._max, "MODELPORT_MAX_REQUEST_BYTES"
             permit = self._budget.permit(tenant, limit, reason, head.content_length)
             self._quotas.enter(tenant, quotas)
@@ -113,7 +133,7 @@ class InferEndpoint:
                     version,
                     doc,
                     binary,
-                    alias=head.alias,
+                    alias=alias,
                     routing_key=head.routing_key,
                     max_rows=quotas.max_rows,
                 )
@@ -155,12 +175,33 @@ class InferEndpoint:
         finally:
             if permit is not None:
                 self._budget.release(permit)
+        if assignment is not None and self._experiments is not None:
+            headers.append((b"x-experiment", assignment.experiment_id.encode()))
+            headers.append((b"x-experiment-variant", assignment.variant.encode()))
+            self._experiments.expose(
+                tenant,
+                assignment,
+                head.request_id.decode(),
+                outcome="error" if status >= 500 else "ok",
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+            )
         add_common_headers(headers, head.request_id, self._cors, head.origin)
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         if self._access_log:
             log_access(head.request_id, "POST", scope["path"], status)
+
+    async def _assign(self, tenant: str, model: str, unit: str) -> Assignment | None:
+        """The caller's variant in the experiment covering this model, if one runs; an
+        experiment store that cannot answer serves the call as if none ran (logged)."""
+        if self._experiments is None:
+            return None
+        try:
+            return await self._experiments.assign(tenant, "inference:" + model, unit)
+        except Exception as exc:  # noqa: BLE001 - serving goes on without the experiment
+            log.warning("experiment_assignment_failed", model=model, error=str(exc))
+            return None
 
     def _limit(
         self, tenant: str, tenant_max: int, model: str, version: str | None, alias: str | None

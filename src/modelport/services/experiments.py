@@ -302,11 +302,12 @@ class ExperimentService:
     # ----------------------------------------------------------- serving
 
     async def assign(
-        self, tenant: str, surface: str, units: Mapping[str, str]
+        self, tenant: str, surface: str, units: Mapping[str, str] | str
     ) -> Assignment | None:
         """The variant of the running experiment covering ``surface`` that the caller's unit
         falls in, or None. ``units``: what the request knows, by unit kind (``"user"``,
-        ``"session"``, or a custom unit's key)."""
+        ``"session"``, or a custom unit's key), or one value meant for whatever kind the
+        experiment uses (the inference path's ``X-Experiment-Unit``)."""
         key = (tenant, surface)
         now = self._clock()
         cached = self._running.get(key)
@@ -315,7 +316,7 @@ class ExperimentService:
             self._running[key] = cached = (now + self._ttl, running)
         for experiment in cached[1]:
             kind = experiment.unit_key if experiment.unit == "custom" else experiment.unit
-            unit = units.get(kind or experiment.unit)
+            unit = units if isinstance(units, str) else units.get(kind or experiment.unit)
             if not unit:
                 continue
             if experiment.layer is not None and not (
