@@ -111,6 +111,11 @@ def _infer_operation(*, versioned: bool) -> dict[str, Any]:
         _header("X-Model-Alias", "Serve the version this alias points at."),
         _header("X-Routing-Key", "Sticky routing key: keeps a caller on one version."),
         _header(
+            "X-Experiment-Unit",
+            "The caller's experiment unit (user, session or custom key value): a running "
+            "experiment covering this model serves the call by the unit's variant.",
+        ),
+        _header(
             "Inference-Header-Content-Length",
             "Binary tensor extension: length of the JSON part of the body.",
         ),
