@@ -115,6 +115,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.openapi import install_openapi
     from modelport.api.v1_catalog import router as catalog_router
     from modelport.api.v1_events import router as events_router
+    from modelport.api.v1_experiments import router as experiments_router
     from modelport.api.v1_features import router as features_router
     from modelport.api.v1_models import router as models_router
     from modelport.api.v1_tenants import router as tenants_router
@@ -139,6 +140,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     api.include_router(features_router)
     api.include_router(events_router)
     api.include_router(catalog_router)
+    api.include_router(experiments_router)
     install_docs(api)
     install_openapi(api)
     return api

@@ -1,13 +1,13 @@
 """The request path's modules that ``make setup`` compiles to C, and what this process runs.
 
-The modules every infer request passes through (the bare infer endpoint, the request plan,
-the inference service, the batcher and its compute threads, the pool, routing, tenancy,
-quotas and metrics) are plain, ``mypy --strict`` typed Python. ``scripts/build_compiled.py``
-compiles them with mypyc into extension modules next to their sources; Python imports an
-extension module before the ``.py`` of the same name, so the server then runs them compiled.
-Compiled, the event loop spends less time per request (``docs/benchmarks/inference.md``
-measures both). The sources stay the single truth: the behaviour is the same, and without
-a C compiler everything runs as plain Python.
+The modules every infer request passes through (the HTTP protocol, the bare infer endpoint,
+the request plan, the inference service, the batcher and its compute threads, the pool,
+routing, tenancy, quotas and metrics) are plain, ``mypy --strict`` typed Python.
+``scripts/build_compiled.py`` compiles them with mypyc into extension modules next to their
+sources; Python imports an extension module before the ``.py`` of the same name, so the
+server then runs them compiled. Compiled, the event loop spends less time per request
+(``docs/benchmarks/inference.md`` measures both). The sources stay the single truth: the
+behaviour is the same, and without a C compiler everything runs as plain Python.
 
 A compiled module whose ``.py`` changed after it was built is **stale**: Python would still
 import the old extension. ``make test`` and ``make run`` rebuild first; ``stale()`` names
@@ -29,6 +29,7 @@ MODULES = (
     "modelport.api.request_head",
     "modelport.api.request_id",
     "modelport.api.v2_infer",
+    "modelport.cli.http_protocol",
     "modelport.observability.loop_metrics",
     "modelport.observability.metrics",
     "modelport.routing.policy",

@@ -9,7 +9,8 @@
     │   ├── ModelNotFound
     │   ├── VersionNotFound
     │   ├── FeatureViewNotFound
-    │   └── ProductNotFound
+    │   ├── ProductNotFound
+    │   └── ExperimentNotFound
     ├── Conflict                the operation contradicts stored state
     │   ├── StorageQuotaExceeded  a write would take a tenant's stored data past its cap
     │   └── IdempotencyKeyInUse   a request with the same Idempotency-Key is still running
@@ -89,6 +90,12 @@ class ProductNotFound(NotFound):
     def __init__(self, product: str) -> None:
         super().__init__(f"product '{product}' is not in the catalog")
         self.product = product
+
+
+class ExperimentNotFound(NotFound):
+    def __init__(self, experiment: str) -> None:
+        super().__init__(f"experiment '{experiment}' does not exist")
+        self.experiment = experiment
 
 
 class Conflict(ModelportError):

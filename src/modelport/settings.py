@@ -211,6 +211,14 @@ class Settings(BaseSettings):
     event_cooccurrence_top: int = Field(default=50, ge=1, le=500)
     """How many co-occurring items ``item_cooccurrence`` keeps per item (the highest counts)."""
 
+    experiment_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    """How long a replica serves from its copy of a tenant's running experiments: a start or a
+    stop made on another replica takes effect there within this."""
+
+    experiment_guardrail_interval_s: float = Field(default=10.0, ge=0, le=3600)
+    """Each running experiment's guardrail is checked at most this often (after exposures
+    are written; reading its results checks it too)."""
+
     workers_in_process: bool | None = None
     """Run the stream consumers (features, catalog) inside the server process. Unset: on
     without Redis (the embedded default), off with Redis, where ``modelport worker``

@@ -14,6 +14,7 @@ from modelport.services.cache import ResponseCache
 from modelport.services.catalog import CatalogService
 from modelport.services.event_features import EventFeatureConfig, EventFeatures
 from modelport.services.events import EventLimits, EventService
+from modelport.services.experiments import ExperimentService
 from modelport.services.features import FeatureService, PushLimits
 from modelport.services.inference import InferenceService
 from modelport.services.quotas import QuotaGate, Quotas
@@ -34,6 +35,7 @@ from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
 from modelport.stores.catalog import CatalogStore
 from modelport.stores.event_features import FeatureStateStore
 from modelport.stores.events import EventStore
+from modelport.stores.experiments import ExperimentStore, ExposureStore
 from modelport.stores.features import FeatureViewStore
 from modelport.stores.idempotency import IdempotencyKeys
 from modelport.stores.leases import LeaseStore
@@ -73,6 +75,8 @@ class Services:
     event_features: EventFeatures
     """What the built-in feature consumer (``workers.features``) applies events with."""
     catalog: CatalogService
+    experiments: ExperimentService
+    """Experiments: definitions, assignment, exposures (written off the request path), results."""
     idempotency: IdempotencyKeys
     """Answers of POSTs with an Idempotency-Key (``api.idempotency``)."""
     _engine: AsyncEngine
@@ -106,6 +110,7 @@ class Services:
         if self.sync is not None:
             await self.sync.close()
         await self.shadow.close()
+        await self.experiments.close()
         await self._pool.close()
         await self._cache.close()
         await self._online_store.close()
@@ -292,6 +297,12 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
             ),
         ),
         catalog=CatalogService(CatalogStore(engine), chunk=settings.catalog_import_chunk),
+        experiments=ExperimentService(
+            ExperimentStore(engine),
+            ExposureStore(engine),
+            cache_ttl_s=settings.experiment_cache_ttl_s,
+            guardrail_interval_s=settings.experiment_guardrail_interval_s,
+        ),
         idempotency=IdempotencyKeys(
             engine, ttl_s=settings.idempotency_ttl_s, stale_s=settings.idempotency_stale_s
         ),

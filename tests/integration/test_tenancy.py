@@ -113,11 +113,24 @@ CATALOG_ROUTES = {
     ("GET", "/v1/catalog/products"),
     ("POST", "/v1/catalog/import"),
 }
+#: The experiments' routes; those naming an experiment are walked like the model routes.
+EXPERIMENT_ROUTES = {
+    ("POST", "/v1/experiments"),
+    ("GET", "/v1/experiments"),
+    ("GET", "/v1/experiments/{experiment_id}"),
+    ("PATCH", "/v1/experiments/{experiment_id}"),
+    ("DELETE", "/v1/experiments/{experiment_id}"),
+    ("POST", "/v1/experiments/{experiment_id}/start"),
+    ("POST", "/v1/experiments/{experiment_id}/stop"),
+    ("POST", "/v1/experiments/{experiment_id}/runs"),
+    ("GET", "/v1/experiments/{experiment_id}/results"),
+}
 #: Every authenticated route today; the unauthenticated walk must cover at least these.
 PROTECTED_ROUTES = (
     MODEL_ROUTES
     | TENANT_ROUTES
     | CATALOG_ROUTES
+    | EXPERIMENT_ROUTES
     | {
         ("POST", "/v2/repository/index"),
         ("GET", "/metrics"),
@@ -837,6 +850,62 @@ def test_another_tenants_products_answer_exactly_like_products_that_exist_nowher
     assert mine["title"] == product["title"] and mine["version"] == 1
     theirs = http.get(f"/v1/catalog/products/{private}", headers=rival).json()
     assert theirs["title"] == "rival's own"
+
+
+def test_another_tenants_experiments_answer_exactly_like_experiments_that_exist_nowhere(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    owner, rival = bearer(deployment.server.key), bearer(deployment.rival_key)
+    private, ghost = "acme-private-exp", "ghost-exp-zz"
+    definition = {
+        "id": private,
+        "surface": "recommendations:for-you",
+        "unit": "user",
+        "variants": [
+            {"name": n, "weight": 50, "target": {"kind": "recommendations", "strategy": n}}
+            for n in ("popular", "two-stage")
+        ],
+    }
+    created = http.post("/v1/experiments", json=definition, headers=owner)
+    assert created.status_code in (201, 409), created.text
+    schema = routes(deployment.server)
+    experiment_routes = {r for r in schema if "{experiment_id}" in r[1]}
+    missing = {r for r in EXPERIMENT_ROUTES if "{experiment_id}" in r[1]} - experiment_routes
+    assert not missing, f"the schema walk misses known routes: {sorted(missing)}"
+    bodies = {
+        "PATCH": {"name": "renamed by a rival"},
+        "POST": {
+            "variants": [
+                {**v, "weight": w} for v, w in zip(definition["variants"], (10, 90), strict=True)
+            ]
+        },
+    }
+
+    def probe(method: str, template: str, experiment: str, key: dict[str, str]) -> httpx.Response:
+        body = bodies.get(method) if template.endswith(("}", "/runs")) else None
+        path = fill(template, experiment_id=experiment)
+        return http.request(method, path, json=body, headers=key)
+
+    # Deleting and stopping are probed last; a rival's probe must change nothing.
+    for method, template in sorted(experiment_routes, key=lambda r: (r[0] == "DELETE", r)):
+        theirs = probe(method, template, private, rival)
+        nowhere = probe(method, template, ghost, rival)
+        assert theirs.status_code == 404, f"{method} {template}: {theirs.text}"
+        assert shape(theirs, private) == shape(nowhere, ghost), (
+            f"{method} {template}: rival sees acme's experiment:\n"
+            f"  acme's experiment: {theirs.status_code} {theirs.text}\n"
+            f"  no experiment:     {nowhere.status_code} {nowhere.text}"
+        )
+        if method == "GET":
+            own = probe(method, template, private, owner)
+            none = probe(method, template, ghost, owner)
+            assert shape(own, private) != shape(none, ghost), f"{method} {template}: blind probe"
+
+    listed = http.get("/v1/experiments", headers=rival)
+    assert listed.status_code == 200 and private not in listed.text
+    mine = http.get(f"/v1/experiments/{private}", headers=owner).json()
+    assert mine["status"] == "draft" and mine["run"] == 1 and mine["name"] == private
+    assert [e["action"] for e in mine["history"]] == ["created"]
 
 
 # --------------------------------------------------------------------------- 10. the CLI

@@ -8,7 +8,7 @@ import typer
 import uvicorn
 
 from modelport.app import create_app
-from modelport.cli.http_protocol import guarded_protocol
+from modelport.cli.http_protocol import http_protocol
 from modelport.settings import Settings
 from modelport.stores.sql import migrate
 
@@ -35,8 +35,9 @@ def run_server(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools, with slow senders cut off (MODELPORT_HEADER_TIMEOUT_S, _BODY_TIMEOUT_S).
-        http=guarded_protocol(settings.header_timeout_s, settings.body_timeout_s),
+        # modelport's compiled HTTP/1.1 protocol on httptools, slow senders cut off
+        # (MODELPORT_HEADER_TIMEOUT_S, _BODY_TIMEOUT_S): cli/http_protocol.py.
+        http=http_protocol(settings.header_timeout_s, settings.body_timeout_s),
         lifespan="on",
         # ModelportApp.__call__ returns a coroutine rather than being one, which uvicorn's
         # interface detection would take for ASGI 2.

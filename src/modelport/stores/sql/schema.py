@@ -357,6 +357,8 @@ events = Table(
     # Retention purges by received_at across tenants; export reads a tenant's time range.
     Index("ix_events_received", "received_at"),
     Index("ix_events_occurred", "tenant", "occurred_at", "event_id"),
+    # Experiment analysis attributes clicks and purchases to answers (revision 0008).
+    Index("ix_events_request", "tenant", "request_id"),
 )
 
 event_feature_state = Table(
@@ -374,4 +376,58 @@ event_feature_state = Table(
     Column("version", Float, nullable=False),
     PrimaryKeyConstraint("tenant", "kind", "entity_key"),
     Index("ix_event_feature_state_version", "kind", "version"),
+)
+
+# ----------------------------------------------------------------- experiments
+# Revision 0008: see ``stores/experiments.py``.
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    # What it covers: "inference:<model>", "search" or "recommendations:<kind>".
+    Column("surface", String(200), nullable=False),
+    # "user", "session" or "custom" (then unit_key names the key the caller passes).
+    Column("unit", String(16), nullable=False),
+    Column("unit_key", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    # A new run (new variants or weights) takes a new salt: units are assigned afresh and
+    # the analysis counts only the current run.
+    Column("run", Integer, nullable=False),
+    Column("salt", String(128), nullable=False),
+    Column("variants", JSON, nullable=False),
+    Column("control", String(64), nullable=False),
+    Column("layer", String(64), nullable=True),
+    Column("layer_start", Integer, nullable=False),
+    Column("layer_end", Integer, nullable=False),
+    Column("guardrail", JSON, nullable=True),
+    Column("history", JSON, nullable=False),
+    # Every write checks and bumps it: a guardrail stop and an edit never overwrite each other.
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "id"),
+    Index("ix_experiments_surface", "tenant", "surface", "status"),
+)
+
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    # One row per answer served under an experiment, written in group commits off the
+    # request path; clicks and purchases join through request_id (``events.request_id``).
+    Column("tenant", String(64), nullable=False),
+    Column("experiment_id", String(64), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("variant", String(64), nullable=False),
+    Column("unit", String(128), nullable=False),
+    # "ok" or "error": what the covered surface answered; latency_ms when it was measured.
+    Column("outcome", String(8), nullable=False),
+    Column("latency_ms", Float, nullable=True),
+    Column("exposed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "experiment_id", "request_id"),
+    Index("ix_experiment_exposures_run", "tenant", "experiment_id", "run", "variant"),
 )
