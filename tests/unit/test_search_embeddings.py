@@ -41,7 +41,9 @@ async def test_identical_concurrent_queries_embed_once() -> None:
     inference = CountingInference()
     queries = embedder(inference)
 
-    answers = await asyncio.gather(*(queries.query("acme", "minilm", "grey sofa") for _ in range(20)))
+    answers = await asyncio.gather(
+        *(queries.query("acme", "minilm", "grey sofa") for _ in range(20))
+    )
 
     assert len(inference.calls) == 1
     assert all(np.array_equal(v, answers[0][0]) for v, _ in answers)
@@ -89,8 +91,8 @@ async def test_documents_go_in_chunks_of_the_versions_batch_size(count: int) -> 
     inference = CountingInference(delay_s=0)
 
     class Entry:
-        class config:  # noqa: N801 - the shape of LoadedVersion.config
-            class batching:  # noqa: N801
+        class config:
+            class batching:
                 max_batch_size = 32
 
     async def resolve(tenant: str, model: str, version: Any) -> Any:
