@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from modelport.retrieval.metrics import mrr_at, ndcg_at, recall_at
-from modelport.services.relevance_data import Collection
 from modelport.services.product_input import MAX_DESCRIPTION, MAX_TITLE
+from modelport.services.relevance_data import Collection
 from modelport.services.search import MAX_QUERY_CHARS, MODES, SearchRequest
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ def products_of(collection: Collection) -> tuple[list[dict[str, Any]], dict[str,
             {
                 "id": sku,
                 "title": (title or text[:80] or doc_id)[:MAX_TITLE],
+                # No category, brand or attributes: the embedded text is the document's own.
                 "description": text[:MAX_DESCRIPTION],
-                "category": ["eval"],
             }
         )
     return products, ids

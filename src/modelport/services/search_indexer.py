@@ -251,6 +251,9 @@ class SearchIndexer:
             after = (page[-1].tenant, page[-1].id)
             count += len(page)
         log.info("search_index_built_from_catalog", products=count, position=self.position)
+        if count and self._snapshots is not None and self._snapshot_interval_s > 0:
+            # A build embeds the whole catalog: the next start should restore it instead.
+            await self.snapshot(force=True)
 
     async def _restore(self) -> bool:
         store = self._snapshots
@@ -286,12 +289,12 @@ class SearchIndexer:
 
     # ------------------------------------------------------------------ snapshots
 
-    async def snapshot(self) -> str | None:
+    async def snapshot(self, *, force: bool = False) -> str | None:
         """Write every tenant's indexes and the position; the snapshot's name (None when the
-        indexes did not change since the last one)."""
+        indexes did not change since the last one, unless ``force``)."""
         store = self._snapshots
         self._snapshot_at = time.monotonic()
-        if store is None or self.position == self._snapshot_position:
+        if store is None or (self.position == self._snapshot_position and not force):
             return None
         name = store.new_name()
         position = self.position
