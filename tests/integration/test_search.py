@@ -8,6 +8,7 @@ the request id, each retriever's ranks and scores, facet counts and timings; bad
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ import httpx
 import pytest
 
 from modelport.demo.models import build_minilm, build_ranker, minilm_config, ranker_config
+from modelport.wiring import build_services
 
-from .conftest import TENANT, Push, Server, push_models, running_server
+from .conftest import TENANT, Push, Server, push_models, running_server, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -208,6 +210,8 @@ def test_a_changed_product_is_found_by_its_new_words_only(http: httpx.Client) ->
         ({"query": "lamp", "facets": ["colour"]}, "colour"),
         ({"query": "lamp", "filters": {"min_price": 10, "max_price": 5}}, "min_price"),
         ({"query": "lamp", "filters": {"min_price": -1}}, "min_price"),
+        ({"query": "lamp", "filters": {"min_price": False}}, "min_price"),
+        ({"query": "lamp", "k": "10"}, "k"),
         ({"query": "lamp", "filters": {"availability": ["soon"]}}, "availability"),
         ({"query": "lamp", "filters": {"shape": "round"}}, "shape"),
         ({"query": "lamp", "extra": 1}, "extra"),
@@ -226,3 +230,36 @@ def test_bad_input_is_a_400_naming_the_problem(
 def test_a_body_that_is_not_json_is_a_400(http: httpx.Client) -> None:
     answer = http.post(SEARCH, content=b"{nope", headers={"Content-Type": "application/json"})
     assert answer.status_code == 400
+
+
+def test_a_catalog_written_before_the_server_started_is_searchable(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """No snapshot yet: the server builds its index from the catalog in SQL (as the demo's
+    first start does), then writes a snapshot that its next start restores."""
+    workdir = tmp_path_factory.mktemp("search-from-sql")
+    db = f"sqlite+aiosqlite:///{workdir / 'registry.db'}"
+    push_models(
+        workdir, db, [Push("minilm", build_minilm(workdir / "minilm"), minilm_config(), True)]
+    )
+
+    async def load() -> None:
+        services = await build_services(settings_for(workdir, db))
+        try:
+            body = "\n".join(json.dumps(lamp(i)) for i in range(50)).encode()
+            assert (await services.catalog.import_ndjson(TENANT, body)).counts["failed"] == 0
+        finally:
+            await services.close()
+
+    asyncio.run(load())
+    for start in ("built", "restored"):
+        with running_server(workdir, db) as server, server.client() as http:
+            wait_for(http, lambda a: ids(a)[:1] == ["lamp-0049"], query="49", mode="lexical")
+            answer = search(http, query="oak lamp", mode="semantic", k=50)
+            assert len(answer["hits"]) == 50
+            log = server.log_path.read_text()
+            if start == "built":
+                assert "search_index_built_from_catalog" in log
+                assert "search_snapshot_written" in log
+            else:
+                assert "search_snapshot_restored" in log

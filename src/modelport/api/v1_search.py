@@ -36,7 +36,7 @@ AttributeValue = Annotated[str, Field(max_length=256)] | int | float | bool
 
 
 class FiltersIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     category: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list,
@@ -69,7 +69,7 @@ class FiltersIn(BaseModel):
 
 
 class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     mode: Literal["hybrid", "semantic", "lexical"] = "hybrid"
