@@ -144,6 +144,10 @@ def test_tenants_never_see_each_others_items(tmp_path: Path) -> None:
         assert [h.key for h in indexes.lexical("acme").search("skates")] == ["secret"]
         with pytest.raises(InvalidInput):
             indexes.restore("globex", None, restored)
+        custom = indexes.lexical("initech", fields={"name": 1.0})
+        custom.upsert("stapler", {"name": "Red stapler"})
+        custom.commit()
+        assert [h.key for h in custom.search("stapler")] == ["stapler"]
     finally:
         indexes.close()
     assert not any(tmp_path.iterdir())  # closing removes the index folders

@@ -45,8 +45,8 @@ def exact(vectors: np.ndarray, query: np.ndarray, allowed: list[int], k: int) ->
 @pytest.fixture(scope="module")
 def big() -> tuple[VectorIndex, np.ndarray]:
     keys, vectors, facets = catalog(10_000)
-    # exact_below=0: the 1 % filter is answered by the filtered graph walk, not the fallback.
-    index = VectorIndex("shop", DIM, VectorParams(exact_below=0))
+    # No exact search up front: the 1 % filter is answered by the filtered graph walk.
+    index = VectorIndex("shop", DIM, VectorParams(exact_below=0, exact_max=0))
     index.upsert_many(keys, vectors, facets)
     return index, vectors
 
@@ -70,6 +70,16 @@ def test_the_exact_fallback_gives_the_true_nearest_of_a_selective_filter() -> No
     hits = index.search(query, 10, SearchFilter(category=("Home", "Lamps")))
     assert [h.key for h in hits] == exact(vectors, query, list(range(0, 5_000, 100)), 10)
     assert hits[0].score >= hits[-1].score
+
+
+def test_a_filter_too_selective_for_the_walk_is_answered_exactly() -> None:
+    keys, vectors, facets = catalog(10_000)
+    # 100 lamps of 10,000 items: the walk would need ef 128 / 1 % / 4 = 3,200 > 1,024.
+    index = VectorIndex("shop", DIM, VectorParams(exact_below=0))
+    index.upsert_many(keys, vectors, facets)
+    query = clustered(1, seed=13)[0]
+    hits = index.search(query, 10, SearchFilter(category=("Home", "Lamps")))
+    assert [h.key for h in hits] == exact(vectors, query, list(range(0, 10_000, 100)), 10)
 
 
 def test_fewer_than_k_come_back_only_when_fewer_pass_the_filter(

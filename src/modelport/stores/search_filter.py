@@ -117,6 +117,7 @@ class FacetColumns:
         self._availability = _Codes()
         self._price = np.zeros(0, dtype=np.float64)  # NaN: no price
         self._terms: dict[str, set[int]] = {}  # attribute term -> slots
+        self._term_arrays: dict[str, np.ndarray] = {}  # the same as arrays, made when asked
         self._slot_terms: dict[int, list[str]] = {}
 
     def _grow(self, size: int) -> None:
@@ -142,6 +143,7 @@ class FacetColumns:
         keys = [term_key(n, v) for n, v in attribute_terms(facets.attributes)]
         for key in keys:
             self._terms.setdefault(key, set()).add(slot)
+            self._term_arrays.pop(key, None)
         self._slot_terms[slot] = keys
 
     def get(self, slot: int) -> Facets:
@@ -162,6 +164,7 @@ class FacetColumns:
 
     def clear_terms(self, slot: int) -> None:
         for key in self._slot_terms.pop(slot, ()):
+            self._term_arrays.pop(key, None)
             slots = self._terms.get(key)
             if slots is not None:
                 slots.discard(slot)
@@ -188,11 +191,18 @@ class FacetColumns:
         if where.max_price is not None:
             allowed &= price <= where.max_price
         for name, value in where.attributes:
-            slots = self._terms.get(term_key(name, value), set())
+            ids = self._term_slots(term_key(name, value))
             term = np.zeros(size, dtype=bool)
-            term[[s for s in slots if s < size]] = True
+            term[ids[ids < size]] = True
             allowed &= term
         return allowed
+
+    def _term_slots(self, key: str) -> np.ndarray:
+        ids = self._term_arrays.get(key)
+        if ids is None:
+            slots = self._terms.get(key, set())
+            ids = self._term_arrays[key] = np.fromiter(slots, dtype=np.int64, count=len(slots))
+        return ids
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Everything a snapshot needs: plain data for its header, and numpy columns."""

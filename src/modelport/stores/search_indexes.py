@@ -52,12 +52,14 @@ class SearchIndexes:
         with self._lock:
             return tenant in self._vectors
 
-    def lexical(self, tenant: str) -> LexicalIndex:
+    def lexical(self, tenant: str, fields: Mapping[str, float] | None = None) -> LexicalIndex:
+        """The tenant's lexical index; ``fields`` (name -> weight, else the default) shape it
+        when it is made. Its weights can still change per query; its fields cannot."""
         with self._lock:
             index = self._lexical.get(tenant)
             if index is None:
                 index = self._lexical[tenant] = LexicalIndex(
-                    tenant, self.fields, self._tenant_folder(tenant)
+                    tenant, fields or self.fields, self._tenant_folder(tenant)
                 )
             return index
 
