@@ -67,6 +67,8 @@ class ModelportApp:
                 await services.repository.load_on_start()
             elif services.guard is not None:
                 services.guard.start()
+            # After the models: the index embeds through them (and waits for them anyway).
+            services.start_search()
             if self._on_started is not None:
                 self._on_started()
             log.info(
@@ -118,6 +120,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     from modelport.api.v1_experiments import router as experiments_router
     from modelport.api.v1_features import router as features_router
     from modelport.api.v1_models import router as models_router
+    from modelport.api.v1_search import router as search_router
     from modelport.api.v1_tenants import router as tenants_router
     from modelport.api.v2_endpoints import router as v2_router
 
@@ -141,6 +144,7 @@ def _fastapi(app: ModelportApp) -> FastAPI:
     api.include_router(events_router)
     api.include_router(catalog_router)
     api.include_router(experiments_router)
+    api.include_router(search_router)
     install_docs(api)
     install_openapi(api)
     return api

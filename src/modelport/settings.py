@@ -8,8 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: What a product's search text is made of: the catalog fields the indexes read.
+SEARCH_FIELDS = ("title", "brand", "category", "attributes", "description")
+
+
+class SearchTenantConfig(BaseModel):
+    """One tenant's departures from the ``search_*`` defaults (``MODELPORT_SEARCH_TENANTS``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedding_model: str | None = None
+    fields: dict[str, float] | None = None
+    rrf_k: float | None = Field(default=None, gt=0)
+    rerank_model: str | None = None
+    rerank_depth: int | None = Field(default=None, ge=1, le=1000)
 
 
 class Settings(BaseSettings):
@@ -247,6 +262,70 @@ class Settings(BaseSettings):
 
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     """``modelport worker`` serves its Prometheus metrics on this port (0: not served)."""
+
+    search_index: bool = True
+    """Keep every tenant's search indexes in this server and answer ``POST /v1/search``. The
+    indexes follow the catalog stream in each replica (``docs/search.md``)."""
+
+    search_embedding_model: str = "minilm"
+    """The tenant's text-embedding model (served by this server) that embeds products and
+    queries; a tenant without it is searched lexically only."""
+
+    search_fields: dict[str, float] = Field(
+        default_factory=lambda: {
+            "title": 3.0,
+            "brand": 2.0,
+            "category": 1.5,
+            "attributes": 1.0,
+            "description": 1.0,
+        }
+    )
+    """Weight of each product field in the search text (of title, brand, category,
+    attributes, description; 0 or absent leaves a field out). BM25 scores each field on its
+    own and sums them times these weights; the embedded text puts the fields in descending
+    weight order, so what weighs most survives the model's token limit."""
+
+    search_rrf_k: float = Field(default=60.0, gt=0)
+    """The constant of reciprocal rank fusion: a hit at rank r (1-based) of a retriever adds
+    1 / (k + r). Larger k flattens the difference between the top ranks (60 is the value of
+    Cormack et al., 2009); a request may set its own."""
+
+    search_candidates: int = Field(default=100, ge=10, le=1000)
+    """How many hits each retriever hands to fusion (and facet counts), at least the page."""
+
+    search_rerank_model: str | None = None
+    """A model served by this server that re-scores the fused top hits (none by default);
+    its input is a float matrix of retrieval features (``docs/search.md``)."""
+
+    search_rerank_depth: int = Field(default=50, ge=1, le=1000)
+    """How many of the fused hits the rerank model re-scores."""
+
+    search_tenants: dict[str, SearchTenantConfig] = Field(default_factory=dict)
+    """Per tenant departures from the defaults above, as JSON: ``{"acme": {"fields":
+    {"title": 4, "description": 1}, "rrf_k": 20, "rerank_model": "ranker"}}``."""
+
+    search_max_document_chars: int = Field(default=4000, ge=100, le=1_000_000)
+    """A product's search text is cut to this many characters before it is embedded (the
+    model reads up to its own token limit: ``max_sequence_length`` of the version)."""
+
+    search_query_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    """Query embeddings kept per server (all tenants together, least recently used out)."""
+
+    search_query_cache_ttl_s: float = Field(default=600.0, gt=0)
+    """How long a cached query embedding is used."""
+
+    search_index_batch: int = Field(default=256, ge=1, le=10_000)
+    """Catalog messages the indexer applies at once."""
+
+    search_snapshot_interval_s: float = Field(default=300.0, ge=0)
+    """How often a replica writes its indexes to the snapshot store when they changed
+    (0: never). A replica that starts restores the newest snapshot and replays the stream."""
+
+    search_snapshots_uri: str | None = None
+    """Where snapshots go (a path or fsspec URI); unset: ``{artifacts_uri}/search-snapshots``."""
+
+    search_snapshots_kept: int = Field(default=3, ge=1, le=100)
+    """How many snapshots are kept (older ones are deleted after a new one is written)."""
 
     server_name: str = "modelport"
     """Name reported by ``GET /v2``."""

@@ -24,12 +24,16 @@ from modelport.services.release_follower import ReleaseFollower
 from modelport.services.releases import ReleaseService
 from modelport.services.repository import RepositoryService
 from modelport.services.rollout_guard import RolloutGuard
+from modelport.services.search import SearchService
+from modelport.services.search_documents import SearchConfigs
+from modelport.services.search_embeddings import Embedder
+from modelport.services.search_indexer import SearchIndexer
 from modelport.services.shadow import ShadowRunner
 from modelport.services.tenancy import Authenticator, TenancyService
 from modelport.serving.config import FeaturesConfig
 from modelport.serving.features import FeatureJoin, build_join
 from modelport.serving.pool import ModelPool
-from modelport.settings import Settings, read_admin_key
+from modelport.settings import SEARCH_FIELDS, Settings, read_admin_key
 from modelport.stores.artifacts import ArtifactStore
 from modelport.stores.cache import MemoryCacheTier, RedisCacheTier
 from modelport.stores.catalog import CatalogStore
@@ -46,6 +50,8 @@ from modelport.stores.outbox import Outbox
 from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import ReleaseStore
+from modelport.stores.search_indexes import SearchIndexes
+from modelport.stores.search_snapshots import SnapshotStore
 from modelport.stores.sql import create_engine, migrate
 from modelport.stores.streams import Stream
 from modelport.stores.streams_redis import RedisStream
@@ -89,6 +95,10 @@ class Services:
     """Publishes statistics and judges rollouts (servers only)."""
     relay: Relay | None = None
     """Publishes the outbox to the stream (servers only)."""
+    search: SearchService | None = None
+    """``/v1/search`` (servers with ``MODELPORT_SEARCH_INDEX``)."""
+    search_indexer: SearchIndexer | None = None
+    """This replica's search indexes, following the catalog stream (servers only)."""
 
     async def start_release_workers(self) -> None:
         """Install the current release state (loading what it needs), then follow it."""
@@ -102,7 +112,15 @@ class Services:
         if self.relay is not None:
             self.relay.start()
 
+    def start_search(self) -> None:
+        """Restore or build the search indexes, then follow the catalog stream (needs the
+        embedding models loaded: it retries until they are)."""
+        if self.search_indexer is not None:
+            self.search_indexer.start()
+
     async def close(self) -> None:
+        if self.search_indexer is not None:
+            await self.search_indexer.close()
         if self.relay is not None:
             await self.relay.close()
         if self.guard is not None:
@@ -250,6 +268,16 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         ),
         metrics,
     )
+    inference = InferenceService(
+        pool,
+        store,
+        settings.request_timeout_ms / 1000.0,
+        routes=routes,
+        shadow=shadow,
+        cache=cache,
+    )
+    catalog_store = CatalogStore(engine, on_commit=None if relay is None else relay.nudge)
+    search, search_indexer = _search(settings, inference, catalog_store, stream, server)
     defaults = Quotas(
         rate_limit_rps=settings.tenant_rate_limit_rps,
         rate_limit_burst=settings.tenant_rate_limit_burst,
@@ -262,14 +290,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         metrics=metrics,
         registry=registry,
         repository=RepositoryService(store, registry, pool, sync),
-        inference=InferenceService(
-            pool,
-            store,
-            settings.request_timeout_ms / 1000.0,
-            routes=routes,
-            shadow=shadow,
-            cache=cache,
-        ),
+        inference=inference,
         tenancy=TenancyService(tenants),
         authenticator=Authenticator(
             tenants,
@@ -301,7 +322,7 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
                 cooccurrence_top=settings.event_cooccurrence_top,
             ),
         ),
-        catalog=CatalogService(CatalogStore(engine), chunk=settings.catalog_import_chunk),
+        catalog=CatalogService(catalog_store, chunk=settings.catalog_import_chunk),
         experiments=ExperimentService(
             ExperimentStore(engine),
             ExposureStore(engine),
@@ -318,4 +339,47 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
         sync=sync,
         guard=guard,
         relay=relay,
+        search=search,
+        search_indexer=search_indexer,
     )
+
+
+def _search(
+    settings: Settings,
+    inference: InferenceService,
+    catalog: CatalogStore,
+    stream: Stream,
+    server: bool,
+) -> tuple[SearchService | None, SearchIndexer | None]:
+    if not (server and settings.search_index):
+        return None, None
+    configs = SearchConfigs(settings)
+    embedder = Embedder(
+        inference,
+        cache_size=settings.search_query_cache_size,
+        ttl_s=settings.search_query_cache_ttl_s,
+    )
+    snapshots_uri = settings.search_snapshots_uri or (
+        settings.artifacts_uri.rstrip("/") + "/search-snapshots"
+    )
+    indexer = SearchIndexer(
+        SearchIndexes(dim=384, fields=dict.fromkeys(SEARCH_FIELDS, 1.0)),
+        stream,
+        catalog,
+        embedder,
+        configs,
+        snapshots=SnapshotStore(snapshots_uri),
+        batch_size=settings.search_index_batch,
+        max_chars=settings.search_max_document_chars,
+        snapshot_interval_s=settings.search_snapshot_interval_s,
+        snapshots_kept=settings.search_snapshots_kept,
+    )
+    service = SearchService(
+        indexer,
+        embedder,
+        inference,
+        catalog,
+        configs,
+        candidates=settings.search_candidates,
+    )
+    return service, indexer

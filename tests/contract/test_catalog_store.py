@@ -178,3 +178,28 @@ async def test_a_bulk_write_creates_updates_and_keeps_in_one_transaction(
         f"{tenant}:changed:2",
         f"{tenant}:new:1",
     ]
+
+
+async def test_search_reads_live_products_by_id_and_scans_every_tenant_in_key_order(
+    engine: AsyncEngine, tenant: str
+) -> None:
+    nudges: list[int] = []
+    store = CatalogStore(engine, on_commit=lambda: nudges.append(1))
+    other = f"{tenant}-other"
+    await store.upsert(tenant, "b", KNIFE)
+    await store.upsert(tenant, "a", KNIFE)
+    await store.upsert(tenant, "a", KNIFE)  # unchanged: nothing to announce
+    await store.upsert(other, "a", replace(KNIFE, title="theirs"))
+    await store.delete(tenant, "b")
+
+    assert len(nudges) == 4
+    assert set(await store.get_many(tenant, ["a", "b", "zz"])) == {"a"}  # b is a tombstone
+    assert (await store.get_many(other, ["a"]))["a"].fields.title == "theirs"
+    scanned: list[tuple[str, str]] = []
+    after = (tenant, "")
+    while page := await store.scan_live(after, 1):
+        scanned += [(p.tenant, p.id) for p in page]
+        after = (page[-1].tenant, page[-1].id)
+        if page[-1].tenant > other:
+            break
+    assert [s for s in scanned if s[0] in (tenant, other)] == [(tenant, "a"), (other, "a")]

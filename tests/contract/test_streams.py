@@ -246,6 +246,39 @@ async def test_topics_are_separate(stream: Stream, topic: str, tenant: str) -> N
 # --------------------------------------------------------------------------- pending
 
 
+async def test_a_follower_reads_after_its_own_position_without_a_group(
+    stream: Stream, topic: str, tenant: str
+) -> None:
+    assert await stream.last_id(topic) is None
+    assert await stream.read_after(topic, None, 10, 0) == []
+    await stream.publish(topic, outgoing(tenant, "a", "b", "c"))
+
+    first = await stream.read_after(topic, None, 2, 0)
+    rest = await stream.read_after(topic, first[-1].id, 10, 0)
+    again = await stream.read_after(topic, None, 10, 0)  # nothing was consumed
+
+    assert keys_of(first) == ["a", "b"] and keys_of(rest) == ["c"]
+    assert keys_of(again) == ["a", "b", "c"]
+    assert await stream.last_id(topic) == rest[-1].id
+    assert await stream.read_after(topic, rest[-1].id, 10, 0) == []
+    # Following creates no group: what groups read is untouched.
+    assert keys_of(await read_all(stream, topic, "features", "w1")) == ["a", "b", "c"]
+
+
+async def test_a_waiting_follower_is_woken_by_a_publish(
+    stream: Stream, topic: str, tenant: str
+) -> None:
+    await stream.publish(topic, outgoing(tenant, "a"))
+    position = await stream.last_id(topic)
+    waiting = asyncio.create_task(stream.read_after(topic, position, 10, 5.0))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await stream.publish(topic, outgoing(tenant, "b"))
+
+    assert keys_of(await waiting) == ["b"]
+    assert time.monotonic() - started < 2.0
+
+
 async def test_ack_removes_messages_from_pending(stream: Stream, topic: str, tenant: str) -> None:
     await stream.publish(topic, outgoing(tenant, "a", "b", "c"))
     messages = await stream.read(topic, "g", "w1", 10, 0)

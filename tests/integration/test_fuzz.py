@@ -201,6 +201,18 @@ SCHEMATHESIS_CONFIG: dict[str, Any] = {
             },
         },
         {
+            # A search query must hold some text besides blanks and its price bounds be in
+            # order; semantic mode needs the tenant's embedding model (404 without it, as on
+            # this server) and every mode waits for the index at start (503). JSON Schema
+            # cannot say any of that.
+            "include-path-regex": "^/v1/search$",
+            "checks": {
+                "positive_data_acceptance": {
+                    "expected-statuses": ["2xx", "400", "401", "403", "404", "429", "503"]
+                }
+            },
+        },
+        {
             # An NDJSON body is text, whatever it holds: a body generated to violate the
             # schema (a JSON array) still arrives as a line, answered per line.
             "include-path-regex": "^/v1/catalog/import$",

@@ -852,6 +852,43 @@ def test_another_tenants_products_answer_exactly_like_products_that_exist_nowher
     assert theirs["title"] == "rival's own"
 
 
+def test_another_tenants_products_never_appear_in_search_results_or_facets(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    owner, rival = bearer(deployment.server.key), bearer(deployment.rival_key)
+    secret = {"title": "zyxwquartz prototype lamp", "brand": "AcmeLabs", "category": ["Lab"]}
+    assert http.put(
+        "/v1/catalog/products/acme-search-sku", json=secret, headers=owner
+    ).status_code in (200, 201)
+    query = {"query": "zyxwquartz lamp", "facets": ["brand", "category"], "mode": "lexical"}
+
+    def search(key: dict[str, str], **extra: Any) -> dict[str, Any]:
+        answer = http.post("/v1/search", json={**query, **extra}, headers=key)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    deadline = time.monotonic() + 10
+    while not search(owner)["hits"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [h["id"] for h in search(owner)["hits"]] == ["acme-search-sku"]
+    for mode in ("lexical", "hybrid"):
+        theirs = search(rival, mode=mode)
+        assert theirs["hits"] == [] and theirs["facets"] == {"brand": {}, "category": {}}, theirs
+    # The same words in rival's own catalog: rival finds its product, never acme's.
+    own = {"title": "zyxwquartz desk lamp", "brand": "RivalCo", "category": ["Office"]}
+    assert http.put(
+        "/v1/catalog/products/rival-search-sku", json=own, headers=rival
+    ).status_code in (200, 201)
+    deadline = time.monotonic() + 10
+    while not search(rival)["hits"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    theirs = search(rival)
+    assert [h["id"] for h in theirs["hits"]] == ["rival-search-sku"]
+    assert theirs["facets"] == {"brand": {"RivalCo": 1}, "category": {"Office": 1}}
+    assert [h["id"] for h in search(owner)["hits"]] == ["acme-search-sku"]
+
+
 def test_another_tenants_experiments_answer_exactly_like_experiments_that_exist_nowhere(
     deployment: Deployment, http: httpx.Client
 ) -> None:

@@ -129,8 +129,10 @@ class FrontDoor:
                 scope = {**scope, "method": "GET"}
             access = self._routes.find(scope)
             caller = await self._gate.admit(head, access)
+            state = scope.setdefault("state", {})
+            state["request_id"] = head.request_id.decode()
             if caller is not None:
-                scope.setdefault("state", {})["principal"] = caller
+                state["principal"] = caller
             if method in _BODY_METHODS:
                 limit, reason = self._limit(access, caller.quotas.max_body_bytes if caller else 0)
                 tenant = None if caller is None else caller.tenant

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import catalog, demo, events, features, models, releases, serve, tenants, worker
+from modelport.cli import (
+    catalog,
+    demo,
+    events,
+    features,
+    models,
+    releases,
+    search,
+    serve,
+    tenants,
+    worker,
+)
 
 app = typer.Typer(
     name="modelport",
@@ -20,6 +31,7 @@ app.add_typer(tenants.keys_app, name="keys")
 app.add_typer(features.features_app, name="features")
 app.add_typer(catalog.catalog_app, name="catalog")
 app.add_typer(events.events_app, name="events")
+app.add_typer(search.search_app, name="search")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("migrate")(serve.migrate_command)

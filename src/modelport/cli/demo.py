@@ -151,5 +151,14 @@ def demo(
         soft_wrap=True,
         highlight=False,
     )
+    console.print("[bold]search[/bold] (hybrid, filtered, with facets):")
+    console.print(
+        f"curl -s {base}/v1/search {auth} -H 'Content-Type: application/json' "
+        '-d \'{"query":"comfy grey couch for a small flat","filters":{"category":["Home",'
+        '"Furniture"],"availability":["in_stock"]},"facets":["brand","attributes.color"],'
+        '"k":5}\'\n',
+        soft_wrap=True,
+        highlight=False,
+    )
     if serve:
         run_server(settings)

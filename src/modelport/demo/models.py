@@ -87,7 +87,10 @@ def ranker_config() -> VersionConfig:
 def minilm_config() -> VersionConfig:
     return VersionConfig(
         batching=BatchingConfig(max_batch_size=32, max_queue_delay_ms=2.0, max_queue_size=512),
-        runtime=RuntimeConfig(kind="text-embedding", intra_op_threads=2, max_sequence_length=128),
+        # 256 word pieces: all-MiniLM-L6-v2's own limit (it was trained on 128). Product texts
+        # for search run longer than 128; padding is to the longest text of a batch, so short
+        # texts (queries) cost the same either way.
+        runtime=RuntimeConfig(kind="text-embedding", intra_op_threads=2, max_sequence_length=256),
         warmup=[
             {
                 "inputs": [

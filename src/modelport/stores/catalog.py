@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -140,8 +140,11 @@ ANALYZE_AFTER_ROWS = 5000
 
 
 class CatalogStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_commit: Callable[[], None] | None = None) -> None:
+        """``on_commit``: called after each transaction that announced a change (the relay's
+        nudge, so the change reaches the stream, and the search index, at once)."""
         self._engine = engine
+        self.on_commit = on_commit
         self._sqlite = engine.dialect.name == "sqlite"
         self._added = 0
         self._analyzed_size = 0
@@ -168,7 +171,8 @@ class CatalogStore:
                     [written] = await self._write(
                         conn, tenant, [(product_id, fields)], current_of={product_id: current}
                     )
-                    return written
+                self._committed([written])
+                return written
             except _Raced:
                 continue
         raise PreconditionFailed(f"product '{product_id}' keeps changing; retry the write")
@@ -184,8 +188,13 @@ class CatalogStore:
                 written = await self._write(conn, tenant, items, current_of=current)
         except _Raced:
             return [await self.upsert(tenant, pid, fields) for pid, fields in items]
+        self._committed(written)
         await self._analyze_when_grown(sum(current[w.product.id] is None for w in written))
         return written
+
+    def _committed(self, written: Sequence[Written]) -> None:
+        if self.on_commit is not None and any(w.outcome != "unchanged" for w in written):
+            self.on_commit()
 
     async def _analyze_when_grown(self, added: int) -> None:
         """A bulk load from empty outgrows PostgreSQL's statistics long before autovacuum
@@ -222,6 +231,8 @@ class CatalogStore:
                 tenant, product_id, current.fields, version, True, current.created_at, now
             )
             await enqueue(conn, tenant, CATALOG, [(_message_key(tombstone), tombstone.to_json())])
+        if self.on_commit is not None:
+            self.on_commit()
         return tombstone
 
     async def list(
@@ -251,6 +262,36 @@ class CatalogStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_product(r) for r in rows]
+
+    async def get_many(self, tenant: str, ids: Sequence[str]) -> dict[str, Product]:
+        """The live products among ``ids`` (missing ones and tombstones left out)."""
+        if not ids:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(products).where(
+                    products.c.tenant == tenant,
+                    products.c.id.in_(list(ids)),
+                    products.c.deleted.is_(False),
+                )
+            )
+            return {row.id: _product(row) for row in rows}
+
+    async def scan_live(self, after: tuple[str, str] | None, limit: int) -> builtins.list[Product]:
+        """Every tenant's live products in (tenant, id) order, strictly after ``after``: what
+        a search index is built from when it has no snapshot."""
+        query = select(products).where(products.c.deleted.is_(False))
+        if after is not None:
+            tenant, last_id = after
+            query = query.where(
+                or_(
+                    products.c.tenant > tenant,
+                    and_(products.c.tenant == tenant, products.c.id > last_id),
+                )
+            )
+        query = query.order_by(products.c.tenant, products.c.id).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_product(row) for row in await conn.execute(query)]
 
     # ------------------------------------------------------------------ internals
 

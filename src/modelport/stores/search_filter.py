@@ -76,15 +76,32 @@ def term_key(name: str, value: Scalar) -> str:
     return f"{name}\x1f{kind}\x1f{value}"
 
 
+def _term_value(key: str) -> tuple[str, Scalar]:
+    """The (name, value) a ``term_key`` was made of."""
+    name, kind, raw = key.split("\x1f", 2)
+    if kind == "b":
+        return name, raw == "True"
+    if kind == "n":
+        number = float(raw)
+        return name, int(number) if number.is_integer() else number
+    return name, raw
+
+
 class _Codes:
     """One dictionary-encoded column: value -> small int code, per slot."""
 
     def __init__(self) -> None:
         self.values: dict[Any, int] = {}
         self.column = np.zeros(0, dtype=np.int32)
+        self._by_code: dict[int, Any] = {}
 
     def code(self, value: Any) -> int:
         return self.values.setdefault(value, len(self.values))
+
+    def value_of(self, code: int) -> Any:
+        if len(self._by_code) != len(self.values):
+            self._by_code = {c: v for v, c in self.values.items()}
+        return self._by_code.get(code)
 
     def codes_where(self, predicate: Any) -> list[int]:
         return [c for v, c in self.values.items() if predicate(v)]
@@ -128,6 +145,22 @@ class FacetColumns:
             self._terms.setdefault(key, set()).add(slot)
             self._term_arrays.pop(key, None)
         self._slot_terms[slot] = keys
+
+    def get(self, slot: int) -> Facets:
+        """The facets stored for ``slot`` (attributes as lists of their values)."""
+        category = self._category.value_of(int(self._category.column[slot]))
+        price = float(self._price[slot])
+        attributes: dict[str, Any] = {}
+        for key in self._slot_terms.get(slot, ()):
+            name, value = _term_value(key)
+            attributes.setdefault(name, []).append(value)
+        return Facets(
+            category=tuple(category or ()),
+            brand=self._brand.value_of(int(self._brand.column[slot])),
+            price=None if np.isnan(price) else int(price),
+            availability=self._availability.value_of(int(self._availability.column[slot])),
+            attributes=attributes,
+        )
 
     def clear_terms(self, slot: int) -> None:
         for key in self._slot_terms.pop(slot, ()):

@@ -38,12 +38,19 @@ class SearchIndexes:
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
-    def vectors(self, tenant: str) -> VectorIndex:
+    def vectors(self, tenant: str, dim: int | None = None) -> VectorIndex:
+        """The tenant's vector index; a new one has ``dim`` dimensions (the default's if None)."""
         with self._lock:
             index = self._vectors.get(tenant)
             if index is None:
-                index = self._vectors[tenant] = VectorIndex(tenant, self.dim, self.vector_params)
+                index = self._vectors[tenant] = VectorIndex(
+                    tenant, dim or self.dim, self.vector_params
+                )
             return index
+
+    def has_vectors(self, tenant: str) -> bool:
+        with self._lock:
+            return tenant in self._vectors
 
     def lexical(self, tenant: str, fields: Mapping[str, float] | None = None) -> LexicalIndex:
         """The tenant's lexical index; ``fields`` (name -> weight, else the default) shape it

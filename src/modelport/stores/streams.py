@@ -10,6 +10,12 @@ A consumer that dies leaves its messages pending; ``claim_stale`` hands them to 
 last attempt to the group's dead letters (``dead_letter``), where an operator lists, replays or
 drops it. Delivery is at least once: effects are made exactly once by their consumers (keyed by
 ``Message.key``). Another backend (Kafka, NATS JetStream) is a new module implementing this.
+
+Beside the groups, a topic can be *followed* without one: ``read_after`` returns the messages
+after a position the reader keeps itself (nothing pending, nothing acknowledged). Every server
+replica's search index follows the ``catalog`` topic so (``services.search_indexer``): each
+replica must see every message, and a replica that starts from a snapshot resumes at the
+snapshot's position rather than where some group left off.
 """
 
 from __future__ import annotations
@@ -69,6 +75,17 @@ class Stream(Protocol):
         ...
 
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> None: ...
+
+    async def read_after(
+        self, topic: str, after: str | None, count: int, block_s: float
+    ) -> list[Message]:
+        """Up to ``count`` messages published after id ``after`` (from the topic's start when
+        None), in order, without a group; waits up to ``block_s`` when there are none."""
+        ...
+
+    async def last_id(self, topic: str) -> str | None:
+        """The id of the newest message of ``topic`` (None when it holds none)."""
+        ...
 
     async def claim_stale(
         self, topic: str, group: str, consumer: str, idle_s: float, count: int

@@ -158,6 +158,23 @@ class RedisStream:
         [(_, entries)] = cast(list[tuple[str, Entries]], reply)
         return [_message(entry_id, fields, 1) for entry_id, fields in entries if fields]
 
+    async def read_after(
+        self, topic: str, after: str | None, count: int, block_s: float
+    ) -> list[Message]:
+        if self._max_block_s is not None:
+            block_s = min(block_s, self._max_block_s)
+        block = max(1, int(block_s * 1000)) if block_s > 0 else None
+        start = after if after is not None and _ENTRY_ID.match(after) else "0-0"
+        reply = await self._redis.xread({self.topic_key(topic): start}, count=count, block=block)
+        if not reply:
+            return []
+        [(_, entries)] = cast(list[tuple[str, Entries]], reply)
+        return [_message(entry_id, fields, 1) for entry_id, fields in entries if fields]
+
+    async def last_id(self, topic: str) -> str | None:
+        newest = cast(Entries, await self._redis.xrevrange(self.topic_key(topic), count=1))
+        return str(newest[0][0]) if newest else None
+
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> None:
         valid = [i for i in ids if _ENTRY_ID.match(i)]
         if valid:

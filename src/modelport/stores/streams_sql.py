@@ -73,6 +73,38 @@ class SqlStream:
             except TimeoutError:
                 pass
 
+    async def read_after(
+        self, topic: str, after: str | None, count: int, block_s: float
+    ) -> list[Message]:
+        position = int(after) if after is not None and after.isdigit() else 0
+        query = (
+            select(stream_messages)
+            .where(stream_messages.c.topic == topic, stream_messages.c.id > position)
+            .order_by(stream_messages.c.id)
+            .limit(count)
+        )
+        deadline = time.monotonic() + block_s
+        while True:
+            published = self._published.setdefault(topic, asyncio.Event())
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                return [_message(row, attempts=1) for row in rows]
+            try:
+                await asyncio.wait_for(published.wait(), min(remaining, self._poll_s))
+            except TimeoutError:
+                pass
+
+    async def last_id(self, topic: str) -> str | None:
+        async with self._engine.connect() as conn:
+            newest = (
+                await conn.execute(
+                    select(func.max(stream_messages.c.id)).where(stream_messages.c.topic == topic)
+                )
+            ).scalar_one_or_none()
+        return None if newest is None else str(newest)
+
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> None:
         numbers = _ints(ids)
         if not numbers:

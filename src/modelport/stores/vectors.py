@@ -339,6 +339,15 @@ class VectorIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [Hit(self._keys[slots[i]] or "", float(scores[i])) for i in top]
 
+    def facets_of(self, keys: Sequence[str]) -> dict[str, Facets]:
+        """The facets held for each of ``keys`` that the index holds (for facet counts)."""
+        with self._lock.read():
+            return {
+                key: self._facets.get(slot)
+                for key in keys
+                if (slot := self._slot_of.get(key)) is not None
+            }
+
     def stats(self) -> dict[str, Any]:
         slots = len(self._keys)
         return {

@@ -1,0 +1,1 @@
+"""Pure retrieval functions: rank fusion, relevance metrics."""
