@@ -12,7 +12,7 @@ What it does:
 2. starts one modelport as a production replica runs (``MODELPORT_DATABASE_URL`` on that
    database, ``MODELPORT_REDIS_URL`` set, everything else as shipped);
 3. with ``--before-src`` (another checkout's ``src``, e.g. the last release), starts that
-   modelport too, on the same database and Redis, for a "rate limit, before" row;
+   modelport too (its own registry database, the same Redis), for a "rate limit, before" row;
 4. loads it with ``wrk -t1 -cC`` (C = 16 and 64), one row of 64 floats per request, with each
    tenant's key in turn, interleaved, and quotes medians over ``--runs``;
 5. writes ``docs/benchmarks/rate_limits.md`` and ``rate_limits.json``.
@@ -78,14 +78,18 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     machine = harness.machine_info()
     started = dt.datetime.now(dt.UTC)
     admin = make_url(args.postgres_url).set(drivername="postgresql")
-    name = f"modelport_bench_rl_{secrets.token_hex(4)}"
     admin_url = admin.render_as_string(hide_password=False)
-    asyncio.run(_execute(admin_url, f'CREATE DATABASE "{name}"'))
-    database_url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-        hide_password=False
-    )
+    names: list[str] = []
+
+    def database() -> str:
+        names.append(f"modelport_bench_rl_{secrets.token_hex(4)}")
+        asyncio.run(_execute(admin_url, f'CREATE DATABASE "{names[-1]}"'))
+        url = admin.set(drivername="postgresql+asyncpg", database=names[-1])
+        return url.render_as_string(hide_password=False)
+
     try:
-        print(f"workdir {workdir}; database {name}")
+        database_url = database()
+        print(f"workdir {workdir}; database {names[-1]}")
         keys = register(workdir, database_url, args.redis_url, args.rate)
         server = harness.start_modelport(
             procs,
@@ -96,16 +100,22 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         )
         targets = {label: (server, key) for label, key in keys.items()}
         if args.before_src is not None:
+            # A registry of its own, so that the two servers are not two replicas of one
+            # deployment (which would share background duties such as the outbox relay).
+            before_dir = workdir / "before"
+            before_dir.mkdir()
+            before_db = database()
+            before_key = register(before_dir, before_db, args.redis_url, args.rate)["rate limit"]
             before = harness.start_modelport(
                 procs,
-                workdir,
-                tenant_key=keys["rate limit"],
+                before_dir,
+                tenant_key=before_key,
                 name="before",
                 source=args.before_src.resolve(),
-                database_url=database_url,
+                database_url=before_db,
                 redis_url=args.redis_url,
             )
-            targets[BEFORE] = (before, keys["rate limit"])
+            targets[BEFORE] = (before, before_key)
         body = harness.ranker_body()
         body_file = harness.write_bodies(workdir / "ranker_body.json", [body])
         for target, key in targets.values():
@@ -127,9 +137,10 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
                 f"p50 {r['p50_ms']:.2f}  p99 {r['p99_ms']:.2f} ms  cpu {r['server_cpu']:.0%}  "
                 f"non-2xx {r['non_2xx']}  other-cpu {r['other_cpu']:.2f}"
             )
-        procs.stop_all()
     finally:
-        asyncio.run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        procs.stop_all()
+        for name in names:
+            asyncio.run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     return {
         "started": started.isoformat(timespec="seconds"),
         "command": harness.command_line(),
@@ -232,7 +243,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         "Before this change every rate-limited request waited for its own Redis script call "
         "(the `rate limit, before` rows, when measured: the same tenant on the checkout given "
-        "by `--before-src`, same database and Redis, same run). Now each "
+        "by `--before-src`, same Redis, same run). Now each "
         "replica leases tokens in batches and a request that finds one waits for nothing; "
         '`docs/operations.md` ("Rate limits with several replicas") has the design and its '
         "accuracy bound.",
