@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
 import harness
-from harness import RANKER, Processes
+from harness import RANKER, Processes, Server
 from harness.cli import parse, parser
 from sqlalchemy.engine import make_url
 
@@ -72,6 +73,14 @@ def register(workdir: Path, database_url: str, redis_url: str, rate: float) -> d
         return keys
 
     return harness.in_registry(workdir, setup, database_url=database_url, redis_url=redis_url)
+
+
+def compiled_in(server: Server) -> int | None:
+    """How many request-path modules ``server`` runs compiled (its ``server_started`` line)."""
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        if '"server_started"' in line:
+            return int(json.loads(line)["compiled_modules"])
+    return None
 
 
 def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str, Any]:
@@ -116,6 +125,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
                 redis_url=args.redis_url,
             )
             targets[BEFORE] = (before, before_key)
+        compiled = {label: compiled_in(target) for label, (target, _) in targets.items()}
         body = harness.ranker_body()
         body_file = harness.write_bodies(workdir / "ranker_body.json", [body])
         for target, key in targets.values():
@@ -154,6 +164,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
             "redis": args.redis_url,
             "before_src": None if args.before_src is None else str(args.before_src),
         },
+        "compiled_modules": compiled,
         "summary": summarise(runs, args.connections),
         "runs": runs,
     }
@@ -194,6 +205,10 @@ def summarise(runs: list[dict[str, Any]], connections: list[int]) -> dict[str, A
 
 def render(result: dict[str, Any]) -> str:
     cfg, machine = result["config"], result["machine"]
+    compiled = ", ".join(
+        f"{n} of {machine['compiled_modules'][1]} ({label})"
+        for label, n in result.get("compiled_modules", {}).items()
+    )
     lines = [
         "# Tenant rate limits in production mode",
         "",
@@ -206,8 +221,7 @@ def render(result: dict[str, Any]) -> str:
         "the cost of checking it). `wrk -t1`, "
         f"{cfg['duration_s']:g} s per run, medians of {cfg['runs']} interleaved runs. "
         f"Machine: {machine['usable_cpus']} usable CPUs ({machine['cpu_model']}), wrk on the "
-        f"same cores; {machine['compiled_modules'][0]} of {machine['compiled_modules'][1]} "
-        "request-path modules compiled.",
+        f"same cores; request-path modules compiled: {compiled}.",
         "",
         "| -c | tenant | req/s | p50 ms | p99 ms | server CPU | non-2xx |",
         "|---:|---|---:|---:|---:|---:|---:|",
