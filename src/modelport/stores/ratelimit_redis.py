@@ -12,7 +12,7 @@ lease more than one bucket allows: ``R·T + burst`` over any ``T`` seconds. Leas
 admissions later in time: a token leased before a window and spent inside it is the only
 excess, and a replica holds at most about 1.5 leases, so over any window the replicas admit
 at most ``R·T + burst + N·1.5·max(1, R·lease_s)`` (N replicas). Tokens a replica does not
-spend within ``expiry_s`` go back to the bucket with its next lease call.
+spend within ``expiry_s`` go back to the bucket with its next lease call for that key.
 
 When the bucket is empty the script says how many tokens are left; the replica refuses
 locally (with that Retry-After) until about one lease's worth is back, rather than asking
@@ -134,9 +134,12 @@ class RedisRateLimiter:
             if now < lease.expires:
                 lease.tokens -= 1
                 lease.spent += 1
-                if lease.pending is None and lease.tokens * 2 < lease.want:
+                # The next batch, fetched meanwhile. Not for one-token leases (a limit of at
+                # most 1/lease_s): a token leased ahead would sit here while other replicas
+                # find the bucket empty, and at that rate a request can wait for its token.
+                if lease.pending is None and lease.want > 1 and lease.tokens * 2 < lease.want:
                     if now >= self._down_until:
-                        self._lease(key, lease, now)  # the next batch, fetched meanwhile
+                        self._lease(key, lease, now)
                 return lease.ok
             lease.back += lease.tokens
             lease.tokens = 0
