@@ -72,8 +72,11 @@ bench-vector-million: setup $(VENV)/.bench-search ## ANN libraries at 1M synthet
 bench-lexical-index: setup $(VENV)/.bench-search ## BM25 libraries (tantivy, bm25s) on 100k demo products and Cranfield
 	$(BIN)/python bench/lexical_index.py $(BENCH_ARGS)
 
+bench-rate-limits: setup ## A tenant rate limit's cost in production mode (needs wrk, PostgreSQL, Redis)
+	$(BIN)/python bench/rate_limits.py $(BENCH_ARGS)
+
 bench-quick: setup ## Every benchmark as a short smoke run (reports go to a temp folder, not docs/)
-	set -e; for script in infer_throughput releases features features_join cache; do \
+	set -e; for script in infer_throughput releases features features_join cache rate_limits; do \
 		$(BIN)/python bench/$$script.py --quick $(BENCH_ARGS); done
 
 pure: $(STAMP) ## Run the request path as plain Python (profilers see every frame); undo: make compile
@@ -88,4 +91,4 @@ clean: ## Remove the virtual environment, the compiled modules and local state (
 	-$(PYTHON) scripts/build_compiled.py --remove
 	rm -rf $(VENV) var build
 
-.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-vector-index bench-vector-million bench-lexical-index bench-quick clean
+.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-rate-limits bench-vector-index bench-vector-million bench-lexical-index bench-quick clean

@@ -27,16 +27,17 @@ T = TypeVar("T")
 
 def registry_settings(workdir: Path, **extra: Any) -> Settings:
     """The settings a server on ``workdir`` runs with (SQLite, artifacts and cache there);
-    ``extra`` adds fields (``redis_url``). No ``.env`` file is read."""
+    ``extra`` adds or replaces fields (``redis_url``, a PostgreSQL ``database_url``). No
+    ``.env`` file is read."""
     from modelport.settings import Settings
 
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{workdir / 'modelport.db'}",  # type: ignore[arg-type]
-        artifacts_uri=str(workdir / "artifacts"),
-        cache_dir=workdir / "cache",
+    fields: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{workdir / 'modelport.db'}",
+        "artifacts_uri": str(workdir / "artifacts"),
+        "cache_dir": workdir / "cache",
         **extra,
-    )
+    }
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
 
 @asynccontextmanager

@@ -55,13 +55,17 @@ def start_modelport(
     name: str = "modelport",
     plain: bool = False,
     ready_path: str = "/v2/health/ready",
+    source: Path | None = None,
     **settings: str,
 ) -> Server:
     """``python -m modelport serve`` on a free port; requests to it authenticate with
     ``tenant_key``. With ``plain``, the same sources without their compiled modules (what
-    ``make pure`` or a machine without a C compiler runs)."""
+    ``make pure`` or a machine without a C compiler runs); with ``source``, the modelport
+    under that ``src`` folder (another checkout, to compare with)."""
     port = free_port()
     env = modelport_env(workdir, port, **settings)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     if plain:
         copy = workdir / "plain-src"
         if not copy.exists():

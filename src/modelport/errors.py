@@ -20,7 +20,8 @@
     ├── Unavailable             retry later
     │   ├── ModelNotReady       the version is loading, failed or unloaded
     │   ├── QueueFull           the version's batch queue is at ``max_queue_size``
-    │   └── FeatureStoreUnavailable  the online feature store did not answer in time
+    │   ├── FeatureStoreUnavailable  the online feature store did not answer in time
+    │   └── RateLimiterUnavailable   the shared rate limiter did not answer (requests pass)
     ├── DeadlineExceeded        the request waited longer than its deadline
     │   └── ComputeTimeout      its batch ran past the version's ``compute_timeout_s``
     ├── ArtifactError           an artifact is missing or its checksum does not match
@@ -148,6 +149,10 @@ class QueueFull(Unavailable):
 
 class FeatureStoreUnavailable(Unavailable):
     pass
+
+
+class RateLimiterUnavailable(Unavailable):
+    """Never reaches a caller: the quota gate lets the request through and logs it."""
 
 
 class DeadlineExceeded(ModelportError):

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     tenant_rate_limit_burst: int = Field(default=0, ge=0)
     """Default token-bucket size (0: twice the rate)."""
 
+    rate_limit_lease_ms: float = Field(default=50.0, gt=0, le=10_000)
+    """With Redis: each replica leases a tenant's tokens in batches of about this much of its
+    own traffic (at most this much of the tenant's rate) and spends them without a Redis call.
+    Larger means fewer Redis calls and a looser bound (docs/operations.md, "Rate limits")."""
+
+    rate_limit_timeout_ms: float = Field(default=100.0, gt=0, le=10_000)
+    """With Redis: the longest a request waits for a lease of rate-limit tokens. A slower
+    answer, or an error, lets requests through unchecked (logged) for 1 s."""
+
     tenant_max_concurrency: int = Field(default=256, ge=0)
     """Default in-flight inference requests per tenant per replica (0: unlimited)."""
 

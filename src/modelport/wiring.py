@@ -47,7 +47,8 @@ from modelport.stores.online import FeatureView, OnlineStore
 from modelport.stores.online_memory import MemoryOnlineStore
 from modelport.stores.online_redis import RedisOnlineStore
 from modelport.stores.outbox import Outbox
-from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from modelport.stores.ratelimit import MemoryRateLimiter, RateLimiter
+from modelport.stores.ratelimit_redis import RedisRateLimiter
 from modelport.stores.registry import RegistryStore
 from modelport.stores.releases import ReleaseStore
 from modelport.stores.search_indexes import SearchIndexes
@@ -254,7 +255,15 @@ async def build_services(settings: Settings, *, server: bool = False) -> Service
     # writer deletes their outbox rows in its next transaction.
     event_store.listener = relay
     limiter: RateLimiter = (
-        RedisRateLimiter(Redis.from_url(settings.redis_url.get_secret_value()))
+        RedisRateLimiter(
+            Redis.from_url(
+                settings.redis_url.get_secret_value(),
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+            ),
+            lease_s=settings.rate_limit_lease_ms / 1000.0,
+            timeout_s=settings.rate_limit_timeout_ms / 1000.0,
+        )
         if settings.redis_url is not None
         else MemoryRateLimiter()
     )

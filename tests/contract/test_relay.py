@@ -208,6 +208,32 @@ async def test_one_replica_relays_at_a_time_and_another_takes_over_when_it_stops
     await second.close()
 
 
+class CountingLeases(LeaseStore):
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.asked = 0
+
+    async def acquire(self, name: str, holder: str, ttl_s: float) -> bool:
+        self.asked += 1
+        return await super().acquire(name, holder, ttl_s)
+
+
+async def test_a_replica_without_the_lease_waits_for_the_interval_rather_than_spinning(
+    engine: AsyncEngine, stream: SqlStream, drained: Outbox
+) -> None:
+    leases = CountingLeases(engine)
+    first = Relay(drained, stream, batch_size=100, interval_s=1, leases=leases, replica="a")
+    second = Relay(drained, stream, batch_size=100, interval_s=1, leases=leases, replica="b")
+    await first.tick()
+    leases.asked = 0
+    second.start()
+    await asyncio.sleep(0.3)
+    assert not second.leader
+    assert leases.asked <= 2, leases.asked
+    await second.close()
+    await first.close()
+
+
 async def test_a_stopped_relay_leaves_rows_for_the_next(
     engine: AsyncEngine, stream: SqlStream, drained: Outbox, tenant: str
 ) -> None:

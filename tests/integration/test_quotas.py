@@ -196,12 +196,21 @@ def test_redis_rate_limit_is_shared_by_replicas(tmp_path: Path) -> None:
         ]  # fmt: skip
         key = issue_key(tmp_path, db, tenant, ["infer"])
         headers = {"Authorization": f"Bearer {key}"}
-        codes = []
+        responses = []
         for i in range(12):
             with httpx.Client(base_url=replicas[i % 2].base_url, timeout=10) as client:
-                codes.append(
-                    client.post("/v2/models/scale/infer", json=body(), headers=headers).status_code
+                responses.append(
+                    client.post("/v2/models/scale/infer", json=body(), headers=headers)
                 )
+        codes = [r.status_code for r in responses]
         # One bucket of 6 for the tenant, whichever replica answers.
         assert codes.count(200) == 6, codes
         assert codes.count(429) == 6, codes
+        # A refusal decided from a replica's lease of the shared bucket reads like any other.
+        for refused in (r for r in responses if r.status_code == 429):
+            assert "over its rate limit of 0.5 requests/s" in refused.json()["error"]
+            assert int(refused.headers["retry-after"]) >= 1
+            assert refused.headers["ratelimit-limit"] == "6"
+            assert refused.headers["ratelimit-remaining"] == "0"
+            assert int(refused.headers["ratelimit-reset"]) >= 1
+            assert refused.headers["x-request-id"]

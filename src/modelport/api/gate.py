@@ -21,13 +21,20 @@ class Gate:
         self._quotas = quotas
 
     def known(self, head: RequestHead, access: Access) -> Principal | None:
-        """``admit`` without waiting, for the common case (a cached key, a tenant without a
-        rate limit): the caller, or None when ``admit`` must run. Raises what ``admit`` would
-        for a key the cache knows to be invalid or without the scope."""
+        """``admit`` without waiting, for the common case (a cached key; a tenant without a
+        rate limit, or whose limiter decides at once): the caller, or None when ``admit``
+        must run. Raises what ``admit`` would for a key the cache knows to be invalid,
+        without the scope or over its rate."""
         caller = self._auth.cached(head.authorization)
-        if caller is None or caller.quotas.rate_limit_rps > 0:
+        if caller is None:
             return None
-        access.authorize(caller)
+        tenant = access.authorize(caller)
+        if (
+            tenant is not None
+            and caller.quotas.rate_limit_rps > 0
+            and not self._quotas.check_rate_now(tenant, caller.quotas)
+        ):
+            return None
         return caller
 
     async def admit(self, head: RequestHead, access: Access) -> Principal | None:

@@ -1,6 +1,7 @@
 """Per-tenant quotas: request rate (token bucket), in-flight inference requests, request size.
 
-Rate limits are shared by every replica when Redis is configured; concurrency limits are per
+Rate limits are shared by every replica when Redis is configured (``stores.ratelimit_redis``:
+replicas lease tokens in batches, so a request rarely waits for Redis); concurrency limits are per
 replica, so one tenant's burst cannot occupy every slot of a replica's batch queues. A request
 over a limit is refused before it reaches a model.
 """
@@ -8,12 +9,13 @@ over a limit is refused before it reaches a model.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import structlog
 
 from modelport.errors import InvalidInput, PayloadTooLarge, TooManyRequests
-from modelport.stores.ratelimit import RateLimiter
+from modelport.stores.ratelimit import RateDecision, RateLimiter
 
 log = structlog.get_logger("modelport.quotas")
 
@@ -72,26 +74,60 @@ class QuotaGate:
         self._limiter = limiter
         self._inflight: dict[str, int] = {}
         self.limiter_errors = 0
+        """Requests let through unchecked because the rate limiter was unavailable."""
+        self._logged_errors = 0
+        self._logged_at = -math.inf
+
+    def check_rate_now(self, tenant: str, quotas: Quotas) -> bool:
+        """``check_rate`` without waiting, when the limiter can decide at once (always in
+        process; with leased tokens or a fresh refusal on Redis): True when the request may
+        go on, raises when it may not, False when only ``check_rate`` can tell."""
+        try:
+            decision = self._limiter.try_acquire(tenant, quotas.rate_limit_rps, quotas.burst)
+        except Exception as exc:  # noqa: BLE001 - a limiter outage must not stop serving
+            self._let_through(exc)
+            return True
+        if decision is None:
+            return False
+        if not decision.allowed:
+            raise self._refusal(tenant, quotas, decision)
+        return True
 
     async def check_rate(self, tenant: str, quotas: Quotas) -> None:
         if quotas.rate_limit_rps <= 0:
             return
-        burst = quotas.burst
         try:
-            decision = await self._limiter.acquire(tenant, quotas.rate_limit_rps, burst)
+            decision = await self._limiter.acquire(tenant, quotas.rate_limit_rps, quotas.burst)
         except Exception as exc:  # noqa: BLE001 - a limiter outage must not stop serving
-            self.limiter_errors += 1
-            log.warning("rate_limiter_unavailable", error=type(exc).__name__)
+            self._let_through(exc)
             return
         if not decision.allowed:
-            raise TooManyRequests(
-                f"tenant '{tenant}' is over its rate limit of {quotas.rate_limit_rps:g} "
-                f"requests/s (burst {burst}); retry after {decision.retry_after_s:.2f} s",
-                retry_after_s=decision.retry_after_s,
-                limit=decision.limit,
-                remaining=decision.remaining,
-                reset_s=decision.reset_s,
+            raise self._refusal(tenant, quotas, decision)
+
+    def _let_through(self, exc: Exception) -> None:
+        # Logged at most once a second, with how many requests went through unchecked: an
+        # outage at thousands of requests per second must not flood the logs.
+        self.limiter_errors += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 1.0:
+            log.warning(
+                "rate_limiter_unavailable",
+                error=type(exc).__name__,
+                detail=str(exc),
+                unchecked=self.limiter_errors - self._logged_errors,
             )
+            self._logged_at, self._logged_errors = now, self.limiter_errors
+
+    @staticmethod
+    def _refusal(tenant: str, quotas: Quotas, decision: RateDecision) -> TooManyRequests:
+        return TooManyRequests(
+            f"tenant '{tenant}' is over its rate limit of {quotas.rate_limit_rps:g} "
+            f"requests/s (burst {quotas.burst}); retry after {decision.retry_after_s:.2f} s",
+            retry_after_s=decision.retry_after_s,
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_s=decision.reset_s,
+        )
 
     def enter(self, tenant: str, quotas: Quotas) -> None:
         """Count an in-flight inference request; pair every call with ``leave``."""

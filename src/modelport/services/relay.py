@@ -211,6 +211,9 @@ class Relay:
                 log.info("outbox_relay_lease", replica=self.replica, leader=leader)
                 self.leader = leader
         if not self.leader:
+            # The leader scans; this replica waits for the interval (or a nudge) before asking
+            # for the lease again, rather than spinning on the scan its start asked for.
+            self._scan_due = False
             if self._held:  # lost the lease: the leader's scan will find these rows
                 for _, handed, _ in self._held:
                     self._release(handed)
