@@ -59,6 +59,9 @@ bench-join: setup ## Inference with features joined from Redis against the model
 bench-cache: setup ## Response cache: 90 % repeated requests vs uncached, cost of a hit (needs wrk)
 	$(BIN)/python bench/cache.py $(BENCH_ARGS)
 
+bench-search: setup ## Search QPS: cold and Zipf-mixed queries vs minilm's in-process limit (needs wrk, ~5 min)
+	$(BIN)/python bench/search_throughput.py $(BENCH_ARGS)
+
 $(VENV)/.bench-search: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench-search]'
 	touch $@
@@ -91,4 +94,4 @@ clean: ## Remove the virtual environment, the compiled modules and local state (
 	-$(PYTHON) scripts/build_compiled.py --remove
 	rm -rf $(VENV) var build
 
-.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-rate-limits bench-vector-index bench-vector-million bench-lexical-index bench-quick clean
+.PHONY: help setup pure compile run test lint bench bench-releases bench-features bench-join bench-cache bench-rate-limits bench-search bench-vector-index bench-vector-million bench-lexical-index bench-quick clean
