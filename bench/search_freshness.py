@@ -33,6 +33,7 @@ import httpx
 import orjson
 from harness import Processes, Server
 from harness.cli import parse, parser
+from harness.redis_keys import forget_prefix
 from harness.registry import BENCH_TENANT, MINILM, demo_model
 from harness.servers import start_modelport
 
@@ -168,7 +169,7 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
             points.append(layout(args, procs, folder, name, **settings))
         finally:
             if "redis_url" in settings:
-                asyncio.run(_forget(args.redis_url, prefix))
+                asyncio.run(forget_prefix(args.redis_url, prefix))
     return {
         "started": started.isoformat(timespec="seconds"),
         "command": harness.command_line(),
@@ -183,16 +184,6 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
         "points": points,
     }
 
-
-async def _forget(url: str, prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url)
-    try:
-        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
 
 
 def render(result: dict[str, Any]) -> str:
