@@ -185,7 +185,6 @@ def bench(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict[str
     }
 
 
-
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     lines = [
